@@ -1,0 +1,69 @@
+//! Audit events, written in the same transaction as the change they describe (so there is never
+//! a change without its event, nor an event for a change that rolled back). The read API and the
+//! hash chain come with the access-control issue; `seq` is already a gap-free per-tenant sequence
+//! for the chain to hang from.
+
+use diesel::sql_types::{Jsonb, Nullable, Text, Uuid as SqlUuid};
+use diesel_async::RunQueryDsl;
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::error::AppResult;
+use crate::tenancy::TenantTx;
+
+/// Where a request came from (no HTTP types: handlers fill it in).
+#[derive(Debug, Clone, Default)]
+pub struct Context {
+    /// The request id.
+    pub request_id: Option<String>,
+    /// Client IP.
+    pub ip: Option<String>,
+    /// Client user agent (truncated).
+    pub user_agent: Option<String>,
+}
+
+/// One event to record.
+#[derive(Debug, Clone)]
+pub struct Event<'a> {
+    /// `contact.created`, `user.login`, …
+    pub action: &'a str,
+    /// `user` (later also `api_key`, `platform`, `system`).
+    pub actor_type: &'a str,
+    /// The acting principal, if any.
+    pub actor_id: Option<Uuid>,
+    /// What was acted on.
+    pub target_type: Option<&'a str>,
+    /// Its id.
+    pub target_id: Option<Uuid>,
+    /// Changed field names and other metadata (no field values: keeps PII out of the trail).
+    pub changes: Value,
+}
+
+/// Appends `event` to the transaction's tenant trail in one statement: bump the tenant's head
+/// (serializing writers of one tenant, which the future hash chain needs anyway) and insert.
+pub async fn record(tx: &mut TenantTx<'_>, ctx: &Context, event: Event<'_>) -> AppResult<()> {
+    let tenant = tx.tenant_id().as_uuid();
+    diesel::sql_query(
+        "WITH head AS ( \
+             INSERT INTO audit_heads (tenant_id, last_seq) VALUES ($1, 1) \
+             ON CONFLICT (tenant_id) DO UPDATE SET last_seq = audit_heads.last_seq + 1 \
+             RETURNING last_seq) \
+         INSERT INTO audit_events (tenant_id, seq, id, action, actor_type, actor_id, target_type, \
+             target_id, changes, request_id, ip, user_agent) \
+         SELECT $1, head.last_seq, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11 FROM head",
+    )
+    .bind::<SqlUuid, _>(tenant)
+    .bind::<SqlUuid, _>(Uuid::now_v7())
+    .bind::<Text, _>(event.action)
+    .bind::<Text, _>(event.actor_type)
+    .bind::<Nullable<SqlUuid>, _>(event.actor_id)
+    .bind::<Nullable<Text>, _>(event.target_type)
+    .bind::<Nullable<SqlUuid>, _>(event.target_id)
+    .bind::<Jsonb, _>(event.changes)
+    .bind::<Nullable<Text>, _>(ctx.request_id.as_deref())
+    .bind::<Nullable<Text>, _>(ctx.ip.as_deref())
+    .bind::<Nullable<Text>, _>(ctx.user_agent.as_deref())
+    .execute(tx.conn())
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,489 @@
+//! `/v1/signup`, `/v1/auth/*`, `/v1/me`, `/.well-known/jwks.json`.
+
+use actix_web::{HttpRequest, HttpResponse, get, post, web};
+use diesel_async::scoped_futures::ScopedFutureExt;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa::ToSchema;
+
+use super::keys::Jwks;
+use super::refresh::{self, Rotation};
+use super::{password, users};
+use crate::access::roles;
+use crate::app::AppState;
+use crate::audit::{self, Event};
+use crate::error::{AppError, AppResult, FieldError, Problem};
+use crate::http::body::JsonBody;
+use crate::http::principal::{HostTenant, Principal, audit_context, client_ip};
+use crate::ids::{SessionId, TenantId, UserId};
+use crate::tenancy::host::{HostTarget, valid_slug};
+use crate::tenancy::{Tenant, TxScope};
+
+/// Access + refresh token pair.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TokenPair {
+    /// EdDSA JWT, ≤ 15 minutes.
+    pub access_token: String,
+    /// Opaque, single-use refresh token.
+    pub refresh_token: String,
+    /// Always `Bearer`.
+    pub token_type: &'static str,
+    /// Access token lifetime in seconds.
+    pub expires_in: u64,
+}
+
+/// Signup's tenant part.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SignupTenant {
+    /// `^[a-z0-9][a-z0-9-]{1,30}[a-z0-9]$`, not reserved.
+    pub slug: String,
+    /// Display name.
+    pub name: String,
+}
+
+/// Signup's user part.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SignupUser {
+    /// Login email.
+    pub email: String,
+    /// At least 12 characters.
+    pub password: String,
+    /// Display name.
+    pub name: String,
+}
+
+/// `POST /v1/signup` body.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SignupRequest {
+    /// The new tenant.
+    pub tenant: SignupTenant,
+    /// Its first user, who becomes `owner`.
+    pub user: SignupUser,
+    /// Plan name (default `free`).
+    pub plan: Option<String>,
+}
+
+/// `POST /v1/signup` response.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SignupResponse {
+    /// The tenant.
+    pub tenant: Tenant,
+    /// The owner.
+    pub user: users::UserView,
+    /// Tokens for the owner.
+    pub tokens: TokenPair,
+}
+
+/// Plans a signup may pick until the plans catalogue arrives.
+const SIGNUP_PLANS: &[&str] = &["free"];
+
+fn validate_signup(req: &SignupRequest) -> Result<(), AppError> {
+    let mut errors = Vec::new();
+    if !valid_slug(&req.tenant.slug) {
+        errors.push(FieldError::new(
+            "tenant.slug",
+            "invalid_format",
+            "must match ^[a-z0-9][a-z0-9-]{1,30}[a-z0-9]$ and not be a reserved name",
+        ));
+    }
+    if req.tenant.name.trim().is_empty() || req.tenant.name.len() > 200 {
+        errors.push(FieldError::new("tenant.name", "invalid_length", "must be 1–200 characters"));
+    }
+    if let Err(m) = users::validate_email(&req.user.email) {
+        errors.push(FieldError::new("user.email", "invalid_format", m));
+    }
+    if let Err(m) = password::check_policy(&req.user.password) {
+        errors.push(FieldError::new("user.password", "too_short", m));
+    }
+    if req.user.name.trim().is_empty() || req.user.name.len() > 200 {
+        errors.push(FieldError::new("user.name", "invalid_length", "must be 1–200 characters"));
+    }
+    if let Some(plan) = &req.plan {
+        if !SIGNUP_PLANS.contains(&plan.as_str()) {
+            errors.push(FieldError::new("plan", "invalid_value", "unknown plan"));
+        }
+    }
+    if errors.is_empty() { Ok(()) } else { Err(AppError::Validation(errors)) }
+}
+
+/// Create a tenant and its owner.
+#[utoipa::path(
+    tag = "auth",
+    request_body = SignupRequest,
+    responses(
+        (status = 201, description = "Tenant created", body = SignupResponse),
+        (status = 404, description = "Public signup disabled or not the root host", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Slug taken", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Throttled per client IP", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/v1/signup")]
+pub async fn signup(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: JsonBody<SignupRequest>,
+) -> AppResult<HttpResponse> {
+    // Signup lives on the root host only, and can be switched off.
+    if !state.config.auth.public_signup
+        || crate::http::principal::host_target(&req) != HostTarget::Root
+    {
+        return Err(AppError::NotFound);
+    }
+    let ip = client_ip(&req).map(|i| i.to_string()).unwrap_or_default();
+    state.throttles.signup_ip.check(&ip)?;
+    let input = body.value;
+    validate_signup(&input)?;
+    let hash = password::hash(input.user.password.clone()).await?;
+    let tenant_id = TenantId::new();
+    let session = SessionId::new();
+    let ctx = audit_context(&req);
+    let refresh_ttl = state.config.auth.refresh_ttl_secs;
+    let tenant = Tenant::new(
+        tenant_id,
+        &input.tenant.slug,
+        input.tenant.name.trim(),
+        input.plan.as_deref().unwrap_or("free"),
+    );
+    let tenant_row = tenant.clone();
+    let result = state
+        .door
+        .write(TxScope::tenant(tenant_id), |tx| {
+            async move {
+                use crate::db::schema::tenants;
+                use diesel_async::RunQueryDsl;
+                // ON CONFLICT keeps the slug check race-free without a failed statement.
+                let inserted = diesel::insert_into(tenants::table)
+                    .values(&tenant_row)
+                    .on_conflict_do_nothing()
+                    .execute(tx.conn())
+                    .await?;
+                if inserted == 0 {
+                    return Err(AppError::SlugTaken);
+                }
+                let role_ids = roles::ensure_system_roles(tx).await?;
+                let user = users::insert(tx, &input.user.email, &input.user.name, Some(&hash)).await?;
+                roles::assign(tx, user.id, role_ids["owner"]).await?;
+                let refresh_token = refresh::issue(tx, user.id, session, refresh_ttl).await?;
+                audit::record(
+                    tx,
+                    &ctx,
+                    Event {
+                        action: "tenant.created",
+                        actor_type: "user",
+                        actor_id: Some(user.id.as_uuid()),
+                        target_type: Some("tenant"),
+                        target_id: Some(tenant_id.as_uuid()),
+                        changes: json!({"fields": ["slug", "name", "plan"]}),
+                    },
+                )
+                .await?;
+                Ok((user, refresh_token))
+            }
+            .scope_boxed()
+        })
+        .await;
+    let (user, refresh_token) = result?;
+    state.directory.invalidate(tenant_id, &tenant.slug).await;
+    let access_token = state.tokens.issue(&state.keys, user.id, tenant_id, &tenant.slug, session)?;
+    tracing::info!(tenant.id = %tenant_id, tenant.slug = %tenant.slug, "tenant signed up");
+    Ok(HttpResponse::Created().json(SignupResponse {
+        user: users::UserView::from(&user),
+        tokens: TokenPair {
+            access_token,
+            refresh_token,
+            token_type: "Bearer",
+            expires_in: state.tokens.ttl_secs(),
+        },
+        tenant,
+    }))
+}
+
+/// `POST /v1/auth/login` body.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    /// Email.
+    pub email: String,
+    /// Password.
+    pub password: String,
+}
+
+/// Exchange email and password for tokens (tenant host only).
+#[utoipa::path(
+    tag = "auth",
+    request_body = LoginRequest,
+    responses(
+        (status = 200, description = "Logged in", body = TokenPair),
+        (status = 401, description = "Invalid credentials, or no tenant host", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Tenant suspended", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown tenant", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Throttled per account and per IP", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/v1/auth/login")]
+pub async fn login(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    host: HostTenant,
+    body: JsonBody<LoginRequest>,
+) -> AppResult<HttpResponse> {
+    // A password names no tenant, so login needs the tenant's host.
+    let tenant = host.0.ok_or(AppError::Unauthenticated)?;
+    let input = body.value;
+    let ip = client_ip(&req).map(|i| i.to_string()).unwrap_or_default();
+    state.throttles.login_ip.check(&ip)?;
+    let email = users::normalize_email(&input.email);
+    state.throttles.login_account.check(&format!("{}:{email}", tenant.id))?;
+    if input.password.len() > password::MAX_LEN {
+        return Err(AppError::InvalidCredentials);
+    }
+    let tenant_id = tenant.id;
+    let user = state
+        .door
+        .read(TxScope::tenant(tenant_id), |tx| {
+            async move { users::by_email(tx, &email).await }.scope_boxed()
+        })
+        .await?;
+    let user = user.filter(|u| u.status == "active");
+    // Verify even when the user is unknown, so timing does not reveal which emails exist.
+    let ok = password::verify(input.password, user.as_ref().and_then(|u| u.password_hash.clone())).await?;
+    let user = match (ok, user) {
+        (true, Some(u)) => u,
+        _ => return Err(AppError::InvalidCredentials),
+    };
+    let session = SessionId::new();
+    let ctx = audit_context(&req);
+    let refresh_ttl = state.config.auth.refresh_ttl_secs;
+    let user_id = user.id;
+    let refresh_token = state
+        .door
+        .write(TxScope { tenant: tenant_id, user: Some(user_id) }, |tx| {
+            async move {
+                let token = refresh::issue(tx, user_id, session, refresh_ttl).await?;
+                audit::record(tx, &ctx, session_event("user.login", user_id, session)).await?;
+                Ok(token)
+            }
+            .scope_boxed()
+        })
+        .await?;
+    let access_token = state.tokens.issue(&state.keys, user_id, tenant_id, &tenant.slug, session)?;
+    Ok(HttpResponse::Ok().json(TokenPair {
+        access_token,
+        refresh_token,
+        token_type: "Bearer",
+        expires_in: state.tokens.ttl_secs(),
+    }))
+}
+
+fn session_event(action: &str, user: UserId, session: SessionId) -> Event<'_> {
+    Event {
+        action,
+        actor_type: "user",
+        actor_id: Some(user.as_uuid()),
+        target_type: Some("session"),
+        target_id: Some(session.as_uuid()),
+        changes: json!({}),
+    }
+}
+
+/// `POST /v1/auth/refresh` body.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshRequest {
+    /// The current refresh token.
+    pub refresh_token: String,
+}
+
+/// Rotate a refresh token into a new token pair.
+#[utoipa::path(
+    tag = "auth",
+    request_body = RefreshRequest,
+    responses(
+        (status = 200, description = "New pair; the presented token is consumed", body = TokenPair),
+        (status = 401, description = "Invalid token, tenant mismatch, or `refresh_token_reused` (the session is revoked)", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/v1/auth/refresh")]
+pub async fn refresh_tokens(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    host: HostTenant,
+    body: JsonBody<RefreshRequest>,
+) -> AppResult<HttpResponse> {
+    let ip = client_ip(&req).map(|i| i.to_string()).unwrap_or_default();
+    state.throttles.refresh_ip.check(&ip)?;
+    let token = body.value.refresh_token;
+    let claimed = refresh::tenant_of(&token).ok_or(AppError::Unauthenticated)?;
+    let tenant = match host.0 {
+        Some(t) if t.id != claimed => return Err(AppError::TenantMismatch),
+        Some(t) => t,
+        None => {
+            let t = state.directory.by_id(claimed).await?;
+            let t = t.filter(|t| !t.is_deleted()).ok_or(AppError::Unauthenticated)?;
+            if t.is_suspended() {
+                return Err(AppError::TenantSuspended);
+            }
+            t
+        }
+    };
+    let tenant_id = tenant.id;
+    let ctx = audit_context(&req);
+    let refresh_ttl = state.config.auth.refresh_ttl_secs;
+    let outcome = state
+        .door
+        .write(TxScope::tenant(tenant_id), |tx| {
+            async move {
+                match refresh::consume(tx, &token).await? {
+                    Rotation::Rotated { user, family } => {
+                        let active = users::by_id(tx, user).await?.is_some_and(|u| u.status == "active");
+                        if !active {
+                            refresh::revoke_family(tx, family).await?;
+                            return Ok(Err(AppError::Unauthenticated));
+                        }
+                        let next = refresh::issue(tx, user, family, refresh_ttl).await?;
+                        Ok(Ok((user, family, next)))
+                    }
+                    Rotation::Reused { user } => {
+                        // Commit the revocation, then answer 401.
+                        audit::record(
+                            tx,
+                            &ctx,
+                            Event {
+                                action: "session.refresh_reused",
+                                actor_type: "user",
+                                actor_id: Some(user.as_uuid()),
+                                target_type: Some("user"),
+                                target_id: Some(user.as_uuid()),
+                                changes: json!({}),
+                            },
+                        )
+                        .await?;
+                        Ok(Err(AppError::RefreshTokenReused))
+                    }
+                    Rotation::Invalid => Ok(Err(AppError::Unauthenticated)),
+                }
+            }
+            .scope_boxed()
+        })
+        .await?;
+    let (user, family, refresh_token) = match outcome {
+        Ok(v) => v,
+        Err(e) => {
+            if matches!(e, AppError::RefreshTokenReused) {
+                tracing::warn!(tenant.id = %tenant_id, "refresh token reuse detected; session revoked");
+            }
+            return Err(e);
+        }
+    };
+    let access_token = state.tokens.issue(&state.keys, user, tenant_id, &tenant.slug, family)?;
+    Ok(HttpResponse::Ok().json(TokenPair {
+        access_token,
+        refresh_token,
+        token_type: "Bearer",
+        expires_in: state.tokens.ttl_secs(),
+    }))
+}
+
+/// Revoke the caller's session (its whole refresh family).
+#[utoipa::path(
+    tag = "auth",
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Session revoked"),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/v1/auth/logout")]
+pub async fn logout(state: web::Data<AppState>, principal: Principal) -> AppResult<HttpResponse> {
+    let crate::http::principal::Actor::User { id: user, session } = principal.actor;
+    let ctx = principal.audit.clone();
+    state
+        .door
+        .write(principal.scope(), |tx| {
+            async move {
+                refresh::revoke_family(tx, session).await?;
+                audit::record(tx, &ctx, session_event("user.logout", user, session)).await?;
+                Ok(())
+            }
+            .scope_boxed()
+        })
+        .await?;
+    state.grants.forget_user(principal.tenant_id(), user).await;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// The tenant as `/v1/me` shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MeTenant {
+    /// Tenant id.
+    pub id: uuid::Uuid,
+    /// Slug.
+    pub slug: String,
+    /// Name.
+    pub name: String,
+    /// Plan.
+    pub plan: String,
+    /// Status.
+    pub status: String,
+}
+
+/// `GET /v1/me` response.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MeResponse {
+    /// The caller.
+    pub user: users::UserView,
+    /// Their tenant.
+    pub tenant: MeTenant,
+    /// Role names.
+    pub roles: Vec<String>,
+    /// Effective permissions.
+    pub permissions: Vec<String>,
+}
+
+/// Who am I: user, tenant, roles, permissions.
+#[utoipa::path(
+    tag = "auth",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The caller", body = MeResponse),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[get("/v1/me")]
+pub async fn me(state: web::Data<AppState>, principal: Principal) -> AppResult<HttpResponse> {
+    let user_id = principal.user_id();
+    let user = state
+        .door
+        .read(principal.scope(), |tx| async move { users::by_id(tx, user_id).await }.scope_boxed())
+        .await?
+        .ok_or(AppError::Unauthenticated)?;
+    let t = &principal.tenant;
+    Ok(HttpResponse::Ok().json(MeResponse {
+        user: users::UserView::from(&user),
+        tenant: MeTenant {
+            id: t.id.as_uuid(),
+            slug: t.slug.clone(),
+            name: t.name.clone(),
+            plan: t.plan.clone(),
+            status: t.status.clone(),
+        },
+        roles: principal.grants.roles.clone(),
+        permissions: principal.grants.permissions.clone(),
+    }))
+}
+
+/// Public signing keys.
+#[utoipa::path(
+    tag = "auth",
+    responses((status = 200, description = "JWKS", body = Jwks))
+)]
+#[get("/.well-known/jwks.json")]
+pub async fn jwks(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header(("Cache-Control", "public, max-age=300"))
+        .json(state.keys.jwks())
+}

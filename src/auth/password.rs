@@ -1,0 +1,90 @@
+//! Password hashing with argon2id. Hashing runs on the blocking pool: it is deliberately slow.
+
+use argon2::password_hash::rand_core::OsRng;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use rand::Rng;
+use std::sync::LazyLock;
+
+use crate::error::{AppError, AppResult};
+
+/// Minimum password length (API.md §6).
+pub const MIN_LEN: usize = 12;
+/// Maximum accepted length; longer inputs are refused before hashing (cost guard).
+pub const MAX_LEN: usize = 256;
+
+/// A hash of a random password, verified against when the email is unknown so both failure
+/// paths cost the same time.
+static DUMMY_HASH: LazyLock<String> = LazyLock::new(|| {
+    Argon2::default()
+        .hash_password(generate().as_bytes(), &SaltString::generate(&mut OsRng))
+        .map(|h| h.to_string())
+        .unwrap_or_default()
+});
+
+/// Checks the length policy.
+pub fn check_policy(password: &str) -> Result<(), String> {
+    let n = password.chars().count();
+    if n < MIN_LEN {
+        return Err(format!("must be at least {MIN_LEN} characters"));
+    }
+    if password.len() > MAX_LEN {
+        return Err(format!("must be at most {MAX_LEN} bytes"));
+    }
+    Ok(())
+}
+
+/// Hashes `password` (argon2id, PHC string).
+pub async fn hash(password: String) -> AppResult<String> {
+    tokio::task::spawn_blocking(move || {
+        Argon2::default()
+            .hash_password(password.as_bytes(), &SaltString::generate(&mut OsRng))
+            .map(|h| h.to_string())
+            .map_err(|e| AppError::internal(anyhow::anyhow!("argon2: {e}")))
+    })
+    .await
+    .map_err(AppError::internal)?
+}
+
+/// Verifies `password` against `hash`; with no hash, burns the same time and fails.
+pub async fn verify(password: String, hash: Option<String>) -> AppResult<bool> {
+    tokio::task::spawn_blocking(move || {
+        let known = hash.is_some();
+        let hash = hash.unwrap_or_else(|| DUMMY_HASH.clone());
+        let parsed = PasswordHash::new(&hash)
+            .map_err(|e| AppError::internal(anyhow::anyhow!("stored hash: {e}")))?;
+        let ok = Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok();
+        Ok(ok && known)
+    })
+    .await
+    .map_err(AppError::internal)?
+}
+
+/// A random 24-character password (for generated credentials).
+pub fn generate() -> String {
+    const ALPHABET: &[u8] = b"abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    let mut rng = rand::thread_rng();
+    (0..24).map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn hash_and_verify() {
+        let h = hash("correct horse battery".into()).await.unwrap();
+        assert!(h.starts_with("$argon2id$"));
+        assert!(verify("correct horse battery".into(), Some(h.clone())).await.unwrap());
+        assert!(!verify("wrong horse battery".into(), Some(h)).await.unwrap());
+        assert!(!verify("anything at all".into(), None).await.unwrap());
+    }
+
+    #[test]
+    fn policy() {
+        assert!(check_policy("short").is_err());
+        assert!(check_policy("twelve chars").is_ok());
+        assert!(check_policy(&"x".repeat(300)).is_err());
+        assert_eq!(generate().len(), 24);
+    }
+}

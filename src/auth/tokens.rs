@@ -1,0 +1,143 @@
+//! Access tokens: EdDSA JWTs with `kid`, ≤ 15 minutes, validated with a pinned algorithm.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{Algorithm, Header, Validation};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::keys::Keys;
+use crate::error::AppError;
+use crate::ids::{SessionId, TenantId, UserId};
+
+/// Bearer values longer than this are refused before any decoding.
+pub const MAX_TOKEN_LEN: usize = 8 * 1024;
+/// Clock skew tolerated on `exp`/`nbf`.
+pub const LEEWAY_SECS: u64 = 5;
+
+/// Access token claims (API.md §6), plus `sid`, the session (refresh family) it belongs to.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Claims {
+    /// Issuer.
+    pub iss: String,
+    /// Audience.
+    pub aud: String,
+    /// User id.
+    pub sub: Uuid,
+    /// Tenant id.
+    pub tid: Uuid,
+    /// Tenant slug.
+    pub tslug: String,
+    /// Issued at.
+    pub iat: u64,
+    /// Not before.
+    pub nbf: u64,
+    /// Expiry.
+    pub exp: u64,
+    /// Token id.
+    pub jti: Uuid,
+    /// Session id (refresh family), so logout can revoke it.
+    pub sid: Uuid,
+}
+
+/// Issues and validates access tokens.
+pub struct TokenService {
+    issuer: String,
+    audience: String,
+    ttl_secs: u64,
+    validation: Validation,
+}
+
+impl TokenService {
+    /// A service for the given `iss`/`aud` and lifetime.
+    pub fn new(issuer: &str, audience: &str, ttl_secs: u64) -> Self {
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.algorithms = vec![Algorithm::EdDSA];
+        validation.leeway = LEEWAY_SECS;
+        validation.validate_nbf = true;
+        validation.validate_exp = true;
+        validation.set_issuer(&[issuer]);
+        validation.set_audience(&[audience]);
+        validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
+        Self { issuer: issuer.into(), audience: audience.into(), ttl_secs, validation }
+    }
+
+    /// Lifetime in seconds (`expires_in`).
+    pub fn ttl_secs(&self) -> u64 {
+        self.ttl_secs
+    }
+
+    /// Signs a token for `user` in `tenant`, session `sid`.
+    pub fn issue(
+        &self,
+        keys: &Keys,
+        user: UserId,
+        tenant: TenantId,
+        slug: &str,
+        sid: SessionId,
+    ) -> Result<String, AppError> {
+        let now = chrono::Utc::now().timestamp() as u64;
+        let claims = Claims {
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
+            sub: user.as_uuid(),
+            tid: tenant.as_uuid(),
+            tslug: slug.into(),
+            iat: now,
+            nbf: now,
+            exp: now + self.ttl_secs,
+            jti: Uuid::now_v7(),
+            sid: sid.as_uuid(),
+        };
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(keys.kid().into());
+        header.typ = Some("JWT".into());
+        jsonwebtoken::encode(&header, &claims, keys.encoding()).map_err(AppError::internal)
+    }
+
+    /// Validates `token`; every failure is the same 401 (no oracle for attackers).
+    pub fn verify(&self, keys: &Keys, token: &str) -> Result<Claims, AppError> {
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(AppError::Unauthenticated);
+        }
+        let header_b64 = token.split('.').next().ok_or(AppError::Unauthenticated)?;
+        let raw = URL_SAFE_NO_PAD.decode(header_b64).map_err(|_| AppError::Unauthenticated)?;
+        let header: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_slice(&raw).map_err(|_| AppError::Unauthenticated)?;
+        // We understand no critical extensions, so a token that demands one is refused (RFC 7515).
+        if header.contains_key("crit") || header.get("alg").and_then(|a| a.as_str()) != Some("EdDSA")
+        {
+            return Err(AppError::Unauthenticated);
+        }
+        let kid = header.get("kid").and_then(|k| k.as_str()).ok_or(AppError::Unauthenticated)?;
+        // The key comes from our own set by kid, never from the token (`jwk`, `jku` are ignored).
+        let key = keys.verifying(kid).ok_or(AppError::Unauthenticated)?;
+        jsonwebtoken::decode::<Claims>(token, key, &self.validation)
+            .map(|d| d.claims)
+            .map_err(|e| {
+                tracing::debug!(error = %e, "access token rejected");
+                AppError::Unauthenticated
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issue_and_verify() {
+        let (keys, _) = Keys::generate().unwrap();
+        let svc = TokenService::new("tessera", "tessera-api", 900);
+        let t = svc
+            .issue(&keys, UserId::new(), TenantId::new(), "acme", SessionId::new())
+            .unwrap();
+        let c = svc.verify(&keys, &t).unwrap();
+        assert_eq!(c.tslug, "acme");
+        let other = TokenService::new("tessera", "someone-else", 900);
+        assert!(other.verify(&keys, &t).is_err());
+        let (other_keys, _) = Keys::generate().unwrap();
+        assert!(svc.verify(&other_keys, &t).is_err());
+        assert!(svc.verify(&keys, "a.b.c").is_err());
+    }
+}

@@ -1,0 +1,342 @@
+//! The `tessera` command line: serve, migrate, tenants apply, doctor, dev, devdb.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+
+use crate::app::{self, AppState};
+use crate::auth::keys::Keys;
+use crate::config::{Config, ConfigError};
+use crate::db::{guard, migrate};
+use crate::devdb::PrivatePostgres;
+use crate::tenancy::manifest;
+
+/// Tessera: multi-tenant CRM backend.
+#[derive(Debug, Parser)]
+#[command(name = "tessera", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP server (refuses to start if its database role could bypass RLS).
+    Serve,
+    /// Apply database migrations and the app role's grants (uses database.migration_url).
+    Migrate,
+    /// Tenants as code.
+    Tenants {
+        /// What to do with tenants.
+        #[command(subcommand)]
+        command: TenantsCommand,
+    },
+    /// Check configuration, database reachability, migrations and every RLS guard; print each.
+    Doctor,
+    /// Local development: private Postgres, migrations, demo tenants from tenants/, then serve.
+    Dev {
+        /// Folder for the private Postgres cluster, signing key and demo credentials.
+        #[arg(long, default_value = ".tessera")]
+        dir: PathBuf,
+        /// Port of the private Postgres cluster.
+        #[arg(long, default_value_t = 55432)]
+        pg_port: u16,
+        /// Folder of tenant manifests to apply.
+        #[arg(long, default_value = "tenants")]
+        tenants: PathBuf,
+    },
+    /// Manage a private Postgres cluster (used by scripts/test and bench/).
+    Devdb {
+        /// start | stop.
+        #[command(subcommand)]
+        command: DevdbCommand,
+    },
+}
+
+/// `tessera tenants …`
+#[derive(Debug, Subcommand)]
+pub enum TenantsCommand {
+    /// Create or update every tenant described by the `*.toml` manifests in DIR.
+    Apply {
+        /// Folder of manifests.
+        dir: PathBuf,
+    },
+}
+
+/// `tessera devdb …`
+#[derive(Debug, Subcommand)]
+pub enum DevdbCommand {
+    /// Start (initializing if needed) and print the superuser URL on stdout.
+    Start {
+        /// Cluster folder.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Port on 127.0.0.1.
+        #[arg(long, default_value_t = 55433)]
+        port: u16,
+    },
+    /// Stop the cluster in DIR (no-op if not running).
+    Stop {
+        /// Cluster folder.
+        #[arg(long)]
+        dir: PathBuf,
+    },
+}
+
+/// Runs the parsed command. Invalid configuration exits with 2, other failures with 1.
+pub async fn run(cli: Cli) -> ExitCode {
+    let result = match cli.command {
+        Command::Devdb { command } => devdb(command),
+        Command::Serve => with_config(|c| Box::pin(serve(c))).await,
+        Command::Migrate => with_config(|c| Box::pin(migrate_cmd(c))).await,
+        Command::Doctor => with_config(|c| Box::pin(doctor(c))).await,
+        Command::Tenants { command: TenantsCommand::Apply { dir } } => {
+            with_config(move |c| Box::pin(async move { apply(c, &dir).await })).await
+        }
+        Command::Dev { dir, pg_port, tenants } => {
+            with_config(move |c| Box::pin(async move { dev(c, &dir, pg_port, &tenants).await })).await
+        }
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            if let Some(ce) = e.downcast_ref::<ConfigError>() {
+                eprintln!("{ce}");
+                return ExitCode::from(2);
+            }
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type BoxFut = std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<ExitCode>>>>;
+
+async fn with_config(f: impl FnOnce(Config) -> BoxFut) -> anyhow::Result<ExitCode> {
+    let config = Config::load()?;
+    init_logging(&config);
+    f(config).await
+}
+
+/// Logs go to stderr (stdout stays free for command output such as `devdb start`'s URL).
+pub fn init_logging(config: &Config) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_new(&config.log.level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = if config.log.format == "json" {
+        builder.json().flatten_event(true).with_current_span(true).with_span_list(false).try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+async fn serve(config: Config) -> anyhow::Result<ExitCode> {
+    let keys = Keys::load(&config)?;
+    let state = AppState::new(config, keys)?;
+    let checks = guard::run(&state.door).await?;
+    let failed: Vec<_> = checks.iter().filter(|c| !c.passed).collect();
+    if !failed.is_empty() {
+        for c in &failed {
+            eprintln!("refusing to start: {} — {}", c.name, c.detail);
+        }
+        eprintln!("the server's database role must not be able to bypass row-level security; see `tessera doctor`");
+        return Ok(ExitCode::FAILURE);
+    }
+    app::serve(state).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn migrate_cmd(config: Config) -> anyhow::Result<ExitCode> {
+    let owner = config.migration_database_url()?.to_string();
+    let password = app_password(&config);
+    let applied = migrate::run(&owner, &config.database.app_role, password.as_deref()).await?;
+    if applied.is_empty() {
+        println!("migrations: up to date ({})", migrate::latest_version());
+    } else {
+        println!("migrations applied: {}", applied.join(", "));
+    }
+    println!("grants applied to role {}", config.database.app_role);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// If database.url carries a password for the app role, `migrate` sets it when it creates the
+/// role, so one secret configures both sides.
+fn app_password(config: &Config) -> Option<String> {
+    let url = url::Url::parse(&config.database.url).ok()?;
+    (url.username() == config.database.app_role)
+        .then(|| url.password().map(str::to_owned))
+        .flatten()
+}
+
+async fn doctor(config: Config) -> anyhow::Result<ExitCode> {
+    println!("[pass] configuration ({} profile)", config.profile.as_str());
+    let keys = match Keys::load(&config) {
+        Ok(k) => {
+            println!("[pass] signing key (kid {})", k.kid());
+            k
+        }
+        Err(e) => {
+            println!("[FAIL] signing key — {e:#}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let state = AppState::new(config, keys)?;
+    let checks = match guard::run(&state.door).await {
+        Ok(c) => {
+            println!("[pass] database reachable as the server's role");
+            c
+        }
+        Err(e) => {
+            println!("[FAIL] database reachable — {e:#}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let mut ok = true;
+    for c in &checks {
+        println!("[{}] {} — {}", if c.passed { "pass" } else { "FAIL" }, c.name, c.detail);
+        ok &= c.passed;
+    }
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+async fn apply(config: Config, dir: &Path) -> anyhow::Result<ExitCode> {
+    let manifests = manifest::load_dir(dir)?;
+    let state = AppState::new(config, Keys::generate()?.0)?;
+    for m in &manifests {
+        let applied = manifest::apply(&state.door, m, &Default::default()).await.with_context(|| format!("tenant {}", m.slug))?;
+        println!(
+            "tenant {} ({}) {}",
+            applied.tenant.slug,
+            applied.tenant.id,
+            if applied.created { "created" } else { "up to date" }
+        );
+        for u in &applied.users {
+            match &u.generated_password {
+                Some(pw) => println!("  user {} created, password (shown once): {pw}", u.email),
+                None => println!("  user {} {}", u.email, if u.created { "created" } else { "exists" }),
+            }
+        }
+    }
+    println!("{} manifest(s) applied", manifests.len());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn devdb(command: DevdbCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        DevdbCommand::Start { dir, port } => {
+            let pg = PrivatePostgres::ensure_running(&dir, port)?;
+            println!("{}", pg.superuser_url("postgres"));
+        }
+        DevdbCommand::Stop { dir } => PrivatePostgres::stop_at(&dir)?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Creates database `name` on the cluster at `admin_url` unless it exists.
+pub async fn ensure_database(admin_url: &str, name: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(crate::config::is_sql_identifier(name), "bad database name {name}");
+    let mut conn = AsyncPgConnection::establish(admin_url).await?;
+    // CREATE DATABASE cannot run in a transaction or a DO block; tolerate "already exists".
+    match conn.batch_execute(&format!("CREATE DATABASE {name}")).await {
+        Ok(()) => Ok(()),
+        Err(e) if e.to_string().contains("already exists") => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn dev(mut config: Config, dir: &Path, pg_port: u16, tenants: &Path) -> anyhow::Result<ExitCode> {
+    std::fs::create_dir_all(dir.join("dev"))?;
+    eprintln!("==> private PostgreSQL in {} (127.0.0.1:{pg_port})", dir.join("pg").display());
+    let pg = PrivatePostgres::ensure_running(&dir.join("pg"), pg_port)?;
+    ensure_database(&pg.superuser_url("postgres"), "tessera").await?;
+    let owner_url = pg.superuser_url("tessera");
+    let role = config.database.app_role.clone();
+    config.database.migration_url = owner_url.clone();
+    config.database.url = format!("postgres://{role}@127.0.0.1:{}/tessera", pg.port());
+    eprintln!("==> migrations");
+    migrate::run(&owner_url, &role, None).await?;
+    // A signing key that survives restarts, so tokens stay valid across `dev` runs.
+    let key_path = dir.join("dev/signing-key.pem");
+    if !key_path.exists() {
+        let (_, pem) = Keys::generate()?;
+        write_private(&key_path, &pem)?;
+    }
+    config.auth.signing_key_file = key_path.display().to_string();
+    let keys = Keys::load(&config)?;
+    let state = AppState::new(config.clone(), keys)?;
+    eprintln!("==> demo tenants from {}", tenants.display());
+    let manifests = manifest::load_dir(tenants)?;
+    let passwords = demo_passwords(&dir.join("dev/demo-passwords.toml"), &manifests)?;
+    let mut lines = Vec::new();
+    for m in &manifests {
+        let applied = manifest::apply(&state.door, m, &passwords).await?;
+        for u in &m.users {
+            let pw = u.password_env.as_ref().and_then(|v| passwords.get(v)).cloned().unwrap_or_default();
+            lines.push(format!(
+                "  {:<10} http://{}.{}:{}  {}  {}",
+                applied.tenant.slug,
+                applied.tenant.slug,
+                config.public.base_domain,
+                config.http.bind.rsplit(':').next().unwrap_or("8080"),
+                u.email,
+                pw
+            ));
+        }
+    }
+    println!("Tessera dev server on http://{}", config.http.bind);
+    println!("Demo tenants (slug, URL, owner email, password):");
+    for l in lines {
+        println!("{l}");
+    }
+    println!("Try: curl -s -X POST http://acme.localhost:8080/v1/auth/login -H 'content-type: application/json' -d '{{\"email\":\"…\",\"password\":\"…\"}}'");
+    let checks = guard::run(&state.door).await?;
+    if let Some(c) = checks.iter().find(|c| !c.passed) {
+        anyhow::bail!("RLS guard failed: {} — {}", c.name, c.detail);
+    }
+    app::serve(state).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Demo passwords live in a git-ignored file so they stay stable across runs; a variable named
+/// by a manifest's `password_env` and set in the environment wins.
+fn demo_passwords(
+    path: &Path,
+    manifests: &[manifest::Manifest],
+) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
+    let mut map: std::collections::BTreeMap<String, String> = match std::fs::read_to_string(path) {
+        Ok(s) => toml::from_str(&s).context("reading demo passwords")?,
+        Err(_) => Default::default(),
+    };
+    for m in manifests {
+        for u in &m.users {
+            if let Some(var) = &u.password_env {
+                let pw = std::env::var(var).ok().filter(|p| !p.is_empty());
+                let entry = map.entry(var.clone()).or_insert_with(crate::auth::password::generate);
+                if let Some(pw) = pw {
+                    *entry = pw;
+                }
+            }
+        }
+    }
+    write_private(path, &toml::to_string(&map)?)?;
+    Ok(map)
+}
+
+fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    f.write_all(contents.as_bytes())?;
+    Ok(())
+}

@@ -1,0 +1,343 @@
+//! Typed, layered configuration, validated once at start.
+//!
+//! Layers, later wins: the embedded `config/default.toml` → `<dir>/default.toml` →
+//! `<dir>/<profile>.toml` → `TESSERA_<SECTION>__<KEY>` environment variables. `<dir>` is
+//! `TESSERA_CONFIG_DIR` or `config`, the profile is `TESSERA_ENV` (development | test | production).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use serde::{Deserialize, Serialize};
+
+const EMBEDDED_DEFAULTS: &str = include_str!("../config/default.toml");
+
+/// Which set of defaults and safety rules apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    /// Local development: ephemeral keys allowed, pretty logs.
+    Development,
+    /// Automated tests.
+    Test,
+    /// Real deployments: every secret must be configured.
+    Production,
+}
+
+impl Profile {
+    fn parse(s: &str) -> Result<Self, ConfigError> {
+        match s {
+            "development" => Ok(Self::Development),
+            "test" => Ok(Self::Test),
+            "production" => Ok(Self::Production),
+            other => Err(ConfigError(format!(
+                "TESSERA_ENV: expected development, test or production, got `{other}`"
+            ))),
+        }
+    }
+
+    /// Lower-case name, as used for the profile's config file.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Development => "development",
+            Self::Test => "test",
+            Self::Production => "production",
+        }
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Profile the config was loaded for (not read from files).
+    #[serde(skip, default = "default_profile")]
+    pub profile: Profile,
+    /// Public HTTP listener.
+    pub http: HttpConfig,
+    /// Public naming.
+    pub public: PublicConfig,
+    /// Database connections.
+    pub database: DatabaseConfig,
+    /// Tokens, passwords, throttles.
+    pub auth: AuthConfig,
+    /// Tenant resolution.
+    pub tenancy: TenancyConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+fn default_profile() -> Profile {
+    Profile::Development
+}
+
+/// `[http]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Listen address, e.g. `127.0.0.1:8080`.
+    pub bind: String,
+    /// Worker threads; 0 means one per core.
+    pub workers: usize,
+    /// Maximum request body in bytes.
+    pub body_limit: usize,
+    /// Use `X-Forwarded-For` for the client IP.
+    pub trust_forwarded_for: bool,
+    /// Graceful shutdown window.
+    pub shutdown_timeout_secs: u64,
+}
+
+/// `[public]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublicConfig {
+    /// Tenant hosts are `{slug}.{base_domain}`.
+    pub base_domain: String,
+}
+
+/// `[database]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// URL of the server's (non-owner) role.
+    pub url: String,
+    /// URL of the owner role, for migrations and tenant manifests.
+    pub migration_url: String,
+    /// Name of the server's role.
+    pub app_role: String,
+    /// Maximum pooled connections.
+    pub pool_size: usize,
+    /// Bounded wait for a connection.
+    pub acquire_timeout_ms: u64,
+    /// `Retry-After` on 503.
+    pub retry_after_secs: u64,
+}
+
+/// `[auth]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// JWT `iss`.
+    pub issuer: String,
+    /// JWT `aud`.
+    pub audience: String,
+    /// Access token lifetime (at most 900).
+    pub access_ttl_secs: u64,
+    /// Refresh token lifetime.
+    pub refresh_ttl_secs: u64,
+    /// Path to an Ed25519 PKCS#8 PEM private key.
+    pub signing_key_file: String,
+    /// Inline Ed25519 PKCS#8 PEM private key.
+    pub signing_key_pem: String,
+    /// Whether `POST /v1/signup` is open.
+    pub public_signup: bool,
+    /// Signups per client IP per hour.
+    pub signup_ip_per_hour: u32,
+    /// Login attempts per (tenant, email) per minute.
+    pub login_account_per_minute: u32,
+    /// Login attempts per client IP per minute.
+    pub login_ip_per_minute: u32,
+    /// Refresh attempts per client IP per minute.
+    pub refresh_ip_per_minute: u32,
+    /// TTL of the per-process principal (roles, permissions, session) cache.
+    pub principal_cache_secs: u64,
+}
+
+/// `[tenancy]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenancyConfig {
+    /// TTL of the per-process tenant cache.
+    pub cache_secs: u64,
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// EnvFilter directive.
+    pub level: String,
+    /// `json` or `pretty`.
+    pub format: String,
+}
+
+/// A configuration problem, phrased as one line that names the key.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(pub String);
+
+impl Config {
+    /// Loads the layered configuration for the profile named by `TESSERA_ENV`.
+    pub fn load() -> Result<Self, ConfigError> {
+        let profile = Profile::parse(
+            &std::env::var("TESSERA_ENV").unwrap_or_else(|_| "development".into()),
+        )?;
+        let dir = std::env::var("TESSERA_CONFIG_DIR").unwrap_or_else(|_| "config".into());
+        Self::load_from(profile, Path::new(&dir), Env::prefixed("TESSERA_"))
+    }
+
+    /// Loads from an explicit directory and environment provider (used by tests).
+    pub fn load_from(profile: Profile, dir: &Path, env: Env) -> Result<Self, ConfigError> {
+        let figment = Figment::new()
+            .merge(Toml::string(EMBEDDED_DEFAULTS))
+            .merge(Toml::file(dir.join("default.toml")))
+            .merge(Toml::file(dir.join(format!("{}.toml", profile.as_str()))))
+            // Variables that configure the tooling around the server, not the server itself.
+            .merge(
+                env.ignore(&["env", "config_dir", "test_database_url"])
+                    .split("__"),
+            );
+        let mut config: Config = figment
+            .extract()
+            .map_err(|e| ConfigError(one_line(&e)))?;
+        config.profile = profile;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks values serde cannot: formats, ranges, and what production demands.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let fail = |key: &str, why: &str| Err(ConfigError(format!("{key}: {why}")));
+        if self.http.bind.parse::<SocketAddr>().is_err() {
+            return fail("http.bind", "expected host:port, e.g. 127.0.0.1:8080");
+        }
+        if self.http.body_limit == 0 {
+            return fail("http.body_limit", "must be positive");
+        }
+        let domain = &self.public.base_domain;
+        if domain.is_empty() || domain.contains(['/', ':', ' ']) {
+            return fail("public.base_domain", "expected a bare domain such as example.com");
+        }
+        if self.database.pool_size == 0 {
+            return fail("database.pool_size", "must be at least 1");
+        }
+        if !is_sql_identifier(&self.database.app_role) {
+            return fail("database.app_role", "expected a lower-case SQL identifier");
+        }
+        if self.auth.access_ttl_secs == 0 || self.auth.access_ttl_secs > 900 {
+            return fail("auth.access_ttl_secs", "must be between 1 and 900 (15 minutes)");
+        }
+        if self.auth.refresh_ttl_secs < self.auth.access_ttl_secs {
+            return fail("auth.refresh_ttl_secs", "must not be shorter than auth.access_ttl_secs");
+        }
+        for (key, v) in [
+            ("auth.signup_ip_per_hour", self.auth.signup_ip_per_hour),
+            ("auth.login_account_per_minute", self.auth.login_account_per_minute),
+            ("auth.login_ip_per_minute", self.auth.login_ip_per_minute),
+            ("auth.refresh_ip_per_minute", self.auth.refresh_ip_per_minute),
+        ] {
+            if v == 0 {
+                return fail(key, "must be at least 1");
+            }
+        }
+        if !matches!(self.log.format.as_str(), "json" | "pretty") {
+            return fail("log.format", "expected json or pretty");
+        }
+        if self.profile == Profile::Production && !self.has_signing_key() {
+            return fail(
+                "auth.signing_key_file",
+                "production needs a signing key (auth.signing_key_file or auth.signing_key_pem)",
+            );
+        }
+        Ok(())
+    }
+
+    /// Whether a signing key is configured (file or inline).
+    pub fn has_signing_key(&self) -> bool {
+        !self.auth.signing_key_file.is_empty() || !self.auth.signing_key_pem.is_empty()
+    }
+
+    /// The signing key file path, if one is configured.
+    pub fn signing_key_path(&self) -> Option<PathBuf> {
+        (!self.auth.signing_key_file.is_empty()).then(|| PathBuf::from(&self.auth.signing_key_file))
+    }
+
+    /// The server's database URL, or a clear error naming the key.
+    pub fn app_database_url(&self) -> Result<&str, ConfigError> {
+        non_empty(&self.database.url, "database.url (TESSERA_DATABASE__URL)")
+    }
+
+    /// The owner's database URL, or a clear error naming the key.
+    pub fn migration_database_url(&self) -> Result<&str, ConfigError> {
+        non_empty(
+            &self.database.migration_url,
+            "database.migration_url (TESSERA_DATABASE__MIGRATION_URL)",
+        )
+    }
+}
+
+fn non_empty<'a>(v: &'a str, key: &str) -> Result<&'a str, ConfigError> {
+    if v.is_empty() {
+        Err(ConfigError(format!("{key}: must be set")))
+    } else {
+        Ok(v)
+    }
+}
+
+/// A lower-case identifier that is safe to splice into DDL (`CREATE ROLE <name>`).
+pub fn is_sql_identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && s.len() <= 63
+}
+
+/// figment errors can span lines; operators get one line naming the key.
+fn one_line(e: &figment::Error) -> String {
+    let key = e.path.join(".");
+    let msg = e.kind.to_string();
+    if key.is_empty() {
+        msg
+    } else {
+        format!("{key}: {msg}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("config")
+    }
+
+    #[test]
+    fn defaults_load() {
+        let c = Config::load_from(Profile::Development, &dir(), Env::prefixed("TESSERA_UNSET_")).unwrap();
+        assert_eq!(c.http.bind, "127.0.0.1:8080");
+        assert_eq!(c.database.app_role, "tessera_app");
+        assert_eq!(c.public.base_domain, "localhost");
+    }
+
+    #[test]
+    fn production_requires_key() {
+        let e = Config::load_from(Profile::Production, &dir(), Env::prefixed("TESSERA_UNSET_"))
+            .unwrap_err();
+        assert!(e.to_string().contains("auth.signing_key_file"), "{e}");
+    }
+
+    #[test]
+    fn env_overrides_and_bad_values_name_the_key() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("TESSERA_JAIL_HTTP__BIND", "0.0.0.0:9000");
+            let c = Config::load_from(Profile::Test, &dir(), Env::prefixed("TESSERA_JAIL_")).unwrap();
+            assert_eq!(c.http.bind, "0.0.0.0:9000");
+            jail.set_env("TESSERA_JAIL_DATABASE__POOL_SIZE", "lots");
+            let e = Config::load_from(Profile::Test, &dir(), Env::prefixed("TESSERA_JAIL_")).unwrap_err();
+            assert!(e.to_string().contains("database.pool_size"), "{e}");
+            jail.set_env("TESSERA_JAIL_DATABASE__POOL_SIZE", "4");
+            jail.set_env("TESSERA_JAIL_HTTP__NOPE", "1");
+            let e = Config::load_from(Profile::Test, &dir(), Env::prefixed("TESSERA_JAIL_")).unwrap_err();
+            assert!(e.to_string().contains("nope"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn identifiers() {
+        assert!(is_sql_identifier("tessera_app"));
+        assert!(!is_sql_identifier("x; drop"));
+        assert!(!is_sql_identifier("Upper"));
+    }
+}

@@ -1,0 +1,376 @@
+//! `/v1/contacts` endpoints.
+
+use std::collections::HashMap;
+
+use actix_web::http::{StatusCode, header};
+use actix_web::{HttpRequest, HttpResponse, delete, get, patch, post, web};
+use diesel_async::scoped_futures::ScopedFutureExt;
+use serde::Serialize;
+use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::model::{ContactPatch, ContactValues, ContactView, LIFECYCLE_STAGES, NewContact};
+use super::repo::{self, Filters, SORTABLE};
+use crate::access::catalogue::{CONTACTS_DELETE, CONTACTS_READ, CONTACTS_WRITE};
+use crate::app::AppState;
+use crate::audit::{self, Event};
+use crate::crm::list::{self, Sort};
+use crate::error::{AppError, AppResult, FieldError, Problem};
+use crate::http::body::JsonBody;
+use crate::http::idempotency::{self, Claim};
+use crate::http::principal::Principal;
+use crate::ids::ContactId;
+
+/// A page of contacts.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ContactPage {
+    /// Contacts.
+    pub data: Vec<ContactView>,
+    /// Cursor for the next page, null on the last.
+    pub next_cursor: Option<String>,
+}
+
+/// Query parameters of `GET /v1/contacts`. Anything else is refused with 422.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct ListQuery {
+    /// 1–200, default 50.
+    limit: Option<i64>,
+    /// Opaque cursor from `next_cursor`.
+    cursor: Option<String>,
+    /// `created_at`, `updated_at`, `last_name`, `first_name`, `email`; `-` for descending.
+    /// Default `-created_at`.
+    sort: Option<String>,
+    /// Exact email (case-insensitive).
+    email: Option<String>,
+    /// Account id.
+    account_id: Option<Uuid>,
+    /// Owner (user) id.
+    owner_id: Option<Uuid>,
+    /// Lifecycle stage.
+    lifecycle_stage: Option<String>,
+    /// Contacts carrying this tag.
+    tag: Option<String>,
+    /// Prefix of first name, last name or email.
+    q: Option<String>,
+}
+
+const DEFAULT_SORT: Sort = Sort { field: "created_at", desc: true };
+const LIST_PARAMS: &[&str] =
+    &["limit", "cursor", "sort", "email", "account_id", "owner_id", "lifecycle_stage", "tag", "q"];
+
+fn etag(version: i64) -> (header::HeaderName, String) {
+    (header::ETAG, format!("\"{version}\""))
+}
+
+/// `If-Match` → `Some(expected)` to check (`Some(None)` if unparsable: matches nothing), or
+/// `None` when absent or `*`.
+fn if_match(req: &HttpRequest) -> Option<Option<i64>> {
+    let v = req.headers().get(header::IF_MATCH)?.to_str().ok().map(str::trim);
+    match v {
+        Some("*") => None,
+        Some(v) => Some(v.trim_start_matches("W/").trim_matches('"').parse().ok()),
+        None => Some(None),
+    }
+}
+
+/// Path ids that are not UUIDs are simply not found (same answer as any missing id).
+fn contact_id(raw: &str) -> AppResult<ContactId> {
+    raw.parse().map_err(|_| AppError::NotFound)
+}
+
+/// List contacts.
+#[utoipa::path(
+    tag = "contacts",
+    security(("bearer" = [])),
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of contacts", body = ContactPage),
+        (status = 400, description = "Malformed cursor", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid parameter", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[get("/v1/contacts")]
+pub async fn list_contacts(
+    state: web::Data<AppState>,
+    principal: Principal,
+    req: HttpRequest,
+) -> AppResult<HttpResponse> {
+    principal.require(CONTACTS_READ)?;
+    let params: HashMap<String, String> = web::Query::<HashMap<String, String>>::from_query(req.query_string())
+        .map_err(|_| AppError::Malformed("query string is malformed".into()))?
+        .into_inner();
+    let mut errors = Vec::new();
+    for k in params.keys() {
+        if !LIST_PARAMS.contains(&k.as_str()) {
+            errors.push(FieldError::new(k.clone(), "unknown_parameter", "is not a recognized parameter"));
+        }
+    }
+    let get = |k: &str| params.get(k).map(String::as_str);
+    let paging = list::paging(get("limit"), get("sort"), get("cursor"), SORTABLE, DEFAULT_SORT, &mut errors)?;
+    let uuid_param = |k: &str, errors: &mut Vec<FieldError>| -> Option<Uuid> {
+        let v = get(k)?;
+        v.parse().map_err(|_| errors.push(FieldError::new(k, "invalid_format", "must be a UUID"))).ok()
+    };
+    let filters = Filters {
+        email: get("email").map(str::to_owned),
+        account_id: uuid_param("account_id", &mut errors),
+        owner_id: uuid_param("owner_id", &mut errors),
+        lifecycle_stage: get("lifecycle_stage").map(str::to_owned),
+        tag: get("tag").map(str::to_owned),
+        q: get("q").map(str::trim).filter(|q| !q.is_empty()).map(str::to_owned),
+    };
+    if let Some(s) = &filters.lifecycle_stage {
+        if !LIFECYCLE_STAGES.contains(&s.as_str()) {
+            errors.push(FieldError::new("lifecycle_stage", "invalid_value", "unknown lifecycle stage"));
+        }
+    }
+    if !errors.is_empty() {
+        return Err(AppError::Validation(errors));
+    }
+    let page = state
+        .door
+        .read(principal.scope(), |tx| async move { repo::list(tx, &filters, &paging).await }.scope_boxed())
+        .await?;
+    Ok(HttpResponse::Ok().json(ContactPage {
+        data: page.data.into_iter().map(ContactView::from).collect(),
+        next_cursor: page.next_cursor,
+    }))
+}
+
+/// Create a contact. Supports `Idempotency-Key`.
+#[utoipa::path(
+    tag = "contacts",
+    security(("bearer" = [])),
+    request_body = NewContact,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Retry-safe creation (24 h)")),
+    responses(
+        (status = 201, description = "Created", body = ContactView, headers(("Location" = String), ("ETag" = String))),
+        (status = 409, description = "Email taken, or same Idempotency-Key in progress", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields, or Idempotency-Key reused with another body", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/v1/contacts")]
+pub async fn create_contact(
+    state: web::Data<AppState>,
+    principal: Principal,
+    req: HttpRequest,
+    body: JsonBody<NewContact>,
+) -> AppResult<HttpResponse> {
+    principal.require(CONTACTS_WRITE)?;
+    let key = idempotency::Key::from_request(&req, &body.raw)?;
+    let values = ContactValues::from_new(body.value);
+    let errors = values.validate();
+    if !errors.is_empty() {
+        return Err(AppError::Validation(errors));
+    }
+    let scope = principal.scope();
+    if let Some(key) = &key {
+        if let Claim::Replay(stored) = idempotency::claim(&state.door, scope, key).await? {
+            return Ok(stored.into_response());
+        }
+    }
+    let ctx = principal.audit.clone();
+    let actor = principal.user_id().as_uuid();
+    let key2 = key.clone();
+    let result = state
+        .door
+        .write(scope, |tx| {
+            async move {
+                let contact = repo::insert(tx, &values).await?;
+                let fields = ContactValues::default().changed_fields(&values);
+                audit::record(
+                    tx,
+                    &ctx,
+                    Event {
+                        action: "contact.created",
+                        actor_type: "user",
+                        actor_id: Some(actor),
+                        target_type: Some("contact"),
+                        target_id: Some(contact.id.as_uuid()),
+                        changes: json!({ "fields": fields }),
+                    },
+                )
+                .await?;
+                let view = ContactView::from(contact);
+                let location = format!("/v1/contacts/{}", view.id);
+                let body = serde_json::to_value(&view).map_err(AppError::internal)?;
+                if let Some(key) = &key2 {
+                    let headers = json!({"Location": location, "ETag": format!("\"{}\"", view.version)});
+                    idempotency::complete(tx, key, StatusCode::CREATED, headers, &body).await?;
+                }
+                Ok((view, location))
+            }
+            .scope_boxed()
+        })
+        .await;
+    match result {
+        Ok((view, location)) => Ok(HttpResponse::Created()
+            .insert_header((header::LOCATION, location))
+            .insert_header(etag(view.version))
+            .json(view)),
+        Err(e) => {
+            if let Some(key) = &key {
+                idempotency::release(&state.door, scope, key).await;
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Fetch a contact.
+#[utoipa::path(
+    tag = "contacts",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Contact id")),
+    responses(
+        (status = 200, description = "The contact", body = ContactView, headers(("ETag" = String))),
+        (status = 404, description = "No such contact (or another tenant's)", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[get("/v1/contacts/{id}")]
+pub async fn get_contact(
+    state: web::Data<AppState>,
+    principal: Principal,
+    path: web::Path<String>,
+) -> AppResult<HttpResponse> {
+    principal.require(CONTACTS_READ)?;
+    let id = contact_id(&path)?;
+    let contact = state
+        .door
+        .read(principal.scope(), |tx| async move { repo::get(tx, id).await }.scope_boxed())
+        .await?
+        .ok_or(AppError::NotFound)?;
+    Ok(HttpResponse::Ok().insert_header(etag(contact.version)).json(ContactView::from(contact)))
+}
+
+/// Partially update a contact. `If-Match: "<version>"` guards against lost updates.
+#[utoipa::path(
+    tag = "contacts",
+    security(("bearer" = [])),
+    params(
+        ("id" = Uuid, Path, description = "Contact id"),
+        ("If-Match" = Option<String>, Header, description = "Expected version, e.g. \"3\""),
+    ),
+    request_body = ContactPatch,
+    responses(
+        (status = 200, description = "Updated", body = ContactView, headers(("ETag" = String))),
+        (status = 404, description = "No such contact", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Email taken", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "Version mismatch", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[patch("/v1/contacts/{id}")]
+pub async fn update_contact(
+    state: web::Data<AppState>,
+    principal: Principal,
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: JsonBody<ContactPatch>,
+) -> AppResult<HttpResponse> {
+    principal.require(CONTACTS_WRITE)?;
+    let id = contact_id(&path)?;
+    let expected = if_match(&req);
+    let patch = body.value;
+    let ctx = principal.audit.clone();
+    let actor = principal.user_id().as_uuid();
+    let updated = state
+        .door
+        .write(principal.scope(), |tx| {
+            async move {
+                let current = repo::get_for_update(tx, id).await?.ok_or(AppError::NotFound)?;
+                if let Some(expected) = expected {
+                    if expected != Some(current.version) {
+                        return Err(AppError::VersionConflict);
+                    }
+                }
+                let before = ContactValues::of(&current);
+                let after = before.clone().patched(patch);
+                let errors = after.validate();
+                if !errors.is_empty() {
+                    return Err(AppError::Validation(errors));
+                }
+                let changed = after.changed_fields(&before);
+                if changed.is_empty() {
+                    return Ok(current);
+                }
+                let contact = repo::update(tx, &current, &after).await?;
+                audit::record(
+                    tx,
+                    &ctx,
+                    Event {
+                        action: "contact.updated",
+                        actor_type: "user",
+                        actor_id: Some(actor),
+                        target_type: Some("contact"),
+                        target_id: Some(id.as_uuid()),
+                        changes: json!({ "fields": changed }),
+                    },
+                )
+                .await?;
+                Ok(contact)
+            }
+            .scope_boxed()
+        })
+        .await?;
+    Ok(HttpResponse::Ok().insert_header(etag(updated.version)).json(ContactView::from(updated)))
+}
+
+/// Delete (soft) a contact.
+#[utoipa::path(
+    tag = "contacts",
+    security(("bearer" = [])),
+    params(
+        ("id" = Uuid, Path, description = "Contact id"),
+        ("If-Match" = Option<String>, Header, description = "Expected version"),
+    ),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such contact", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "Version mismatch", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[delete("/v1/contacts/{id}")]
+pub async fn delete_contact(
+    state: web::Data<AppState>,
+    principal: Principal,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> AppResult<HttpResponse> {
+    principal.require(CONTACTS_DELETE)?;
+    let id = contact_id(&path)?;
+    let ctx = principal.audit.clone();
+    let actor = principal.user_id().as_uuid();
+    let expected = if_match(&req);
+    state
+        .door
+        .write(principal.scope(), |tx| {
+            async move {
+                let current = repo::get_for_update(tx, id).await?.ok_or(AppError::NotFound)?;
+                if expected.is_some_and(|v| v != Some(current.version)) {
+                    return Err(AppError::VersionConflict);
+                }
+                repo::soft_delete(tx, &current).await?;
+                audit::record(
+                    tx,
+                    &ctx,
+                    Event {
+                        action: "contact.deleted",
+                        actor_type: "user",
+                        actor_id: Some(actor),
+                        target_type: Some("contact"),
+                        target_id: Some(id.as_uuid()),
+                        changes: json!({}),
+                    },
+                )
+                .await?;
+                Ok(())
+            }
+            .scope_boxed()
+        })
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
+}

@@ -1,0 +1,274 @@
+//! Contact queries. Every function takes a [`TenantTx`]: RLS scopes them to the transaction's
+//! tenant, and the explicit `tenant_id` predicates let Postgres use the composite indexes.
+
+use chrono::{DateTime, Utc};
+use diesel::dsl::sql;
+use diesel::prelude::*;
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel::sql_types::{Bool, Text, Timestamptz, Uuid as SqlUuid};
+use diesel_async::RunQueryDsl;
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::model::{Contact, ContactValues};
+use crate::crm::list::{Cursor, Page, Paging};
+use crate::db::schema::contacts;
+use crate::error::{AppError, AppResult, FieldError};
+use crate::ids::ContactId;
+use crate::tenancy::TenantTx;
+
+/// Fields a list can be sorted by.
+pub const SORTABLE: &[&str] = &["created_at", "updated_at", "last_name", "first_name", "email"];
+
+/// Simple list filters (all optional, ANDed).
+#[derive(Debug, Clone, Default)]
+pub struct Filters {
+    /// Exact email (case-insensitive).
+    pub email: Option<String>,
+    /// Account.
+    pub account_id: Option<Uuid>,
+    /// Owner.
+    pub owner_id: Option<Uuid>,
+    /// Lifecycle stage.
+    pub lifecycle_stage: Option<String>,
+    /// Has this tag.
+    pub tag: Option<String>,
+    /// Prefix of first name, last name or email (case-insensitive).
+    pub q: Option<String>,
+}
+
+/// A live contact by id, or `None` (missing, deleted, or another tenant's: indistinguishable).
+pub async fn get(tx: &mut TenantTx<'_>, id: ContactId) -> AppResult<Option<Contact>> {
+    let tenant = tx.tenant_id();
+    Ok(contacts::table
+        .filter(contacts::tenant_id.eq(tenant))
+        .filter(contacts::id.eq(id))
+        .filter(contacts::deleted_at.is_null())
+        .select(Contact::as_select())
+        .first(tx.conn())
+        .await
+        .optional()?)
+}
+
+/// Like [`get`], locking the row for the rest of the transaction.
+pub async fn get_for_update(tx: &mut TenantTx<'_>, id: ContactId) -> AppResult<Option<Contact>> {
+    let tenant = tx.tenant_id();
+    Ok(contacts::table
+        .filter(contacts::tenant_id.eq(tenant))
+        .filter(contacts::id.eq(id))
+        .filter(contacts::deleted_at.is_null())
+        .select(Contact::as_select())
+        .for_update()
+        .first(tx.conn())
+        .await
+        .optional()?)
+}
+
+/// Inserts a contact.
+pub async fn insert(tx: &mut TenantTx<'_>, v: &ContactValues) -> AppResult<Contact> {
+    let tenant = tx.tenant_id();
+    diesel::insert_into(contacts::table)
+        .values((
+            contacts::tenant_id.eq(tenant),
+            contacts::id.eq(ContactId::new()),
+            contacts::first_name.eq(&v.first_name),
+            contacts::last_name.eq(&v.last_name),
+            contacts::email.eq(&v.email),
+            contacts::phone.eq(&v.phone),
+            contacts::title.eq(&v.title),
+            contacts::account_id.eq(v.account_id),
+            contacts::owner_id.eq(v.owner_id),
+            contacts::lifecycle_stage.eq(&v.lifecycle_stage),
+            contacts::tags.eq(&v.tags),
+            contacts::custom.eq(Value::Object(v.custom.clone())),
+        ))
+        .returning(Contact::as_returning())
+        .get_result(tx.conn())
+        .await
+        .map_err(write_error)
+}
+
+/// Writes `v` over a locked contact, bumping its version.
+pub async fn update(tx: &mut TenantTx<'_>, current: &Contact, v: &ContactValues) -> AppResult<Contact> {
+    let tenant = tx.tenant_id();
+    diesel::update(contacts::table)
+        .filter(contacts::tenant_id.eq(tenant))
+        .filter(contacts::id.eq(current.id))
+        .set((
+            contacts::first_name.eq(&v.first_name),
+            contacts::last_name.eq(&v.last_name),
+            contacts::email.eq(&v.email),
+            contacts::phone.eq(&v.phone),
+            contacts::title.eq(&v.title),
+            contacts::account_id.eq(v.account_id),
+            contacts::owner_id.eq(v.owner_id),
+            contacts::lifecycle_stage.eq(&v.lifecycle_stage),
+            contacts::tags.eq(&v.tags),
+            contacts::custom.eq(Value::Object(v.custom.clone())),
+            contacts::updated_at.eq(Utc::now()),
+            contacts::version.eq(current.version + 1),
+        ))
+        .returning(Contact::as_returning())
+        .get_result(tx.conn())
+        .await
+        .map_err(write_error)
+}
+
+/// Soft-deletes a locked contact.
+pub async fn soft_delete(tx: &mut TenantTx<'_>, current: &Contact) -> AppResult<()> {
+    let tenant = tx.tenant_id();
+    let now = Utc::now();
+    diesel::update(contacts::table)
+        .filter(contacts::tenant_id.eq(tenant))
+        .filter(contacts::id.eq(current.id))
+        .set((
+            contacts::deleted_at.eq(now),
+            contacts::updated_at.eq(now),
+            contacts::version.eq(current.version + 1),
+        ))
+        .execute(tx.conn())
+        .await?;
+    Ok(())
+}
+
+/// Maps integrity errors to client errors. The constraints all lead with `tenant_id`, so what
+/// they reveal is about this tenant's own data only.
+fn write_error(e: DieselError) -> AppError {
+    match &e {
+        DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info)
+            if info.constraint_name() == Some("contacts_email_live") =>
+        {
+            AppError::Conflict("A contact with this email already exists.".into())
+        }
+        DieselError::DatabaseError(DatabaseErrorKind::ForeignKeyViolation, info)
+            if info.constraint_name().is_some_and(|c| c.contains("owner_id")) =>
+        {
+            AppError::Validation(vec![FieldError::new("owner_id", "not_found", "no such user")])
+        }
+        _ => e.into(),
+    }
+}
+
+/// The SQL expression a sort field orders by (text sorts are case-insensitive, nulls as '').
+fn sort_expr(field: &str) -> &'static str {
+    match field {
+        "updated_at" => "updated_at",
+        "last_name" => "coalesce(lower(last_name), '')",
+        "first_name" => "coalesce(lower(first_name), '')",
+        "email" => "coalesce(lower(email), '')",
+        _ => "created_at",
+    }
+}
+
+fn sort_value(c: &Contact, field: &str) -> String {
+    let text = |v: &Option<String>| v.as_deref().unwrap_or("").to_lowercase();
+    match field {
+        "updated_at" => c.updated_at.to_rfc3339(),
+        "last_name" => text(&c.last_name),
+        "first_name" => text(&c.first_name),
+        "email" => text(&c.email),
+        _ => c.created_at.to_rfc3339(),
+    }
+}
+
+/// Escapes LIKE wildcards so `q` is a literal prefix.
+fn like_prefix(q: &str) -> String {
+    let mut s = String::with_capacity(q.len() + 1);
+    for ch in q.to_lowercase().chars() {
+        if matches!(ch, '%' | '_' | '\\') {
+            s.push('\\');
+        }
+        s.push(ch);
+    }
+    s.push('%');
+    s
+}
+
+/// One page of live contacts, keyset-paginated on (sort value, id).
+pub async fn list(tx: &mut TenantTx<'_>, f: &Filters, paging: &Paging) -> AppResult<Page<Contact>> {
+    let tenant = tx.tenant_id();
+    let mut query = contacts::table
+        .filter(contacts::tenant_id.eq(tenant))
+        .filter(contacts::deleted_at.is_null())
+        .select(Contact::as_select())
+        .into_boxed();
+    if let Some(email) = &f.email {
+        query = query.filter(sql::<Bool>("lower(email) = ").bind::<Text, _>(email.to_lowercase()));
+    }
+    if let Some(a) = f.account_id {
+        query = query.filter(contacts::account_id.eq(a));
+    }
+    if let Some(o) = f.owner_id {
+        query = query.filter(contacts::owner_id.eq(o));
+    }
+    if let Some(s) = &f.lifecycle_stage {
+        query = query.filter(contacts::lifecycle_stage.eq(s.clone()));
+    }
+    if let Some(t) = &f.tag {
+        query = query.filter(contacts::tags.contains(vec![t.clone()]));
+    }
+    if let Some(q) = &f.q {
+        let p = like_prefix(q);
+        query = query.filter(
+            sql::<Bool>("(lower(first_name) LIKE ")
+                .bind::<Text, _>(p.clone())
+                .sql(" OR lower(last_name) LIKE ")
+                .bind::<Text, _>(p.clone())
+                .sql(" OR lower(email) LIKE ")
+                .bind::<Text, _>(p)
+                .sql(")"),
+        );
+    }
+    let field = paging.sort.field;
+    let expr = sort_expr(field);
+    let (cmp, dir) = if paging.sort.desc { ("<", "DESC") } else { (">", "ASC") };
+    if let Some(after) = &paging.after {
+        // Row comparison `(expr, id) > (v, id)` is exactly what the (tenant_id, expr, id) index
+        // can seek to.
+        let head = format!("({expr}, id) {cmp} (");
+        query = if matches!(field, "created_at" | "updated_at") {
+            let v: DateTime<Utc> = DateTime::parse_from_rfc3339(&after.v)
+                .map_err(|_| AppError::Malformed("cursor is not a valid cursor".into()))?
+                .with_timezone(&Utc);
+            query.filter(
+                sql::<Bool>(&head)
+                    .bind::<Timestamptz, _>(v)
+                    .sql(", ")
+                    .bind::<SqlUuid, _>(after.id)
+                    .sql(")"),
+            )
+        } else {
+            query.filter(
+                sql::<Bool>(&head)
+                    .bind::<Text, _>(after.v.clone())
+                    .sql(", ")
+                    .bind::<SqlUuid, _>(after.id)
+                    .sql(")"),
+            )
+        };
+    }
+    let rows: Vec<Contact> = query
+        .order(sql::<Text>(&format!("{expr} {dir}, id {dir}")))
+        .limit(paging.limit + 1)
+        .load(tx.conn())
+        .await?;
+    let mut data = rows;
+    let next_cursor = if data.len() as i64 > paging.limit {
+        data.truncate(paging.limit as usize);
+        data.last().map(|last| {
+            Cursor { s: paging.sort.as_param(), v: sort_value(last, field), id: last.id.as_uuid() }
+                .encode()
+        })
+    } else {
+        None
+    };
+    Ok(Page { data, next_cursor })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn like_prefix_escapes_wildcards() {
+        assert_eq!(super::like_prefix("A_b%"), "a\\_b\\%%");
+    }
+}

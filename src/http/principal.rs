@@ -1,0 +1,207 @@
+//! The request path's first stages as extractors: resolve the tenant (host or credential) →
+//! authenticate → (rate limit: the plans issue fills this stage) → authorize
+//! ([`Principal::require`]). Handlers receive a [`Principal`] and never look at headers.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use actix_web::dev::Payload;
+use actix_web::http::header;
+use actix_web::{FromRequest, HttpRequest, web};
+use futures_util::future::LocalBoxFuture;
+
+use crate::access::grants::Grants;
+use crate::app::AppState;
+use crate::audit::Context as AuditContext;
+use crate::error::AppError;
+use crate::ids::{SessionId, TenantId, UserId};
+use crate::tenancy::host::{self, HostTarget};
+use crate::tenancy::{Tenant, TxScope};
+
+/// The tenant addressed by the `Host` header, if any. Unknown subdomain → 404
+/// `tenant_not_found`; suspended → 403 `tenant_suspended`.
+pub struct HostTenant(pub Option<Arc<Tenant>>);
+
+impl FromRequest for HostTenant {
+    type Error = AppError;
+    type Future = LocalBoxFuture<'static, Result<Self, AppError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let state = req.app_data::<web::Data<AppState>>().cloned();
+        let target = host_target(req);
+        Box::pin(async move {
+            let state = state.ok_or_else(|| AppError::internal(anyhow::anyhow!("no app state")))?;
+            match target {
+                HostTarget::Root => Ok(HostTenant(None)),
+                HostTarget::Tenant(slug) => {
+                    let tenant = state.directory.by_slug(&slug).await?;
+                    let tenant = tenant.filter(|t| !t.is_deleted()).ok_or(AppError::TenantNotFound)?;
+                    if tenant.is_suspended() {
+                        return Err(AppError::TenantSuspended);
+                    }
+                    Ok(HostTenant(Some(tenant)))
+                }
+            }
+        })
+    }
+}
+
+/// What kind of credential authenticated the request. API keys (and platform keys on their
+/// own routes) join as variants when they arrive; everything downstream sees one principal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Actor {
+    /// A user's access token, from session `session`.
+    User {
+        /// The user.
+        id: UserId,
+        /// Their session (refresh family).
+        session: SessionId,
+    },
+}
+
+/// An authenticated caller within one tenant.
+pub struct Principal {
+    /// The tenant every database access of this request is scoped to.
+    pub tenant: Arc<Tenant>,
+    /// Who is calling.
+    pub actor: Actor,
+    /// Roles and permissions.
+    pub grants: Arc<Grants>,
+    /// Request metadata for audit events.
+    pub audit: AuditContext,
+}
+
+impl Principal {
+    /// Authorization: the one place permissions are checked.
+    pub fn require(&self, permission: &'static str) -> Result<(), AppError> {
+        if self.grants.allows(permission) { Ok(()) } else { Err(AppError::Forbidden(permission)) }
+    }
+
+    /// The acting user.
+    pub fn user_id(&self) -> UserId {
+        match self.actor {
+            Actor::User { id, .. } => id,
+        }
+    }
+
+    /// The tenant id.
+    pub fn tenant_id(&self) -> TenantId {
+        self.tenant.id
+    }
+
+    /// The transaction scope for this caller.
+    pub fn scope(&self) -> TxScope {
+        TxScope { tenant: self.tenant.id, user: Some(self.user_id()) }
+    }
+}
+
+impl FromRequest for Principal {
+    type Error = AppError;
+    type Future = LocalBoxFuture<'static, Result<Self, AppError>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let state = req.app_data::<web::Data<AppState>>().cloned();
+        let host_fut = HostTenant::from_request(req, payload);
+        let bearer = bearer(req);
+        let audit = audit_context(req);
+        Box::pin(async move {
+            let state = state.ok_or_else(|| AppError::internal(anyhow::anyhow!("no app state")))?;
+            // Stage 1: the tenant addressed by the host (may be none on the root host).
+            let HostTenant(host_tenant) = host_fut.await?;
+            // Stage 2: authenticate.
+            let token = bearer?.ok_or(AppError::Unauthenticated)?;
+            let claims = state.tokens.verify(&state.keys, &token)?;
+            let claimed = TenantId(claims.tid);
+            let tenant = match host_tenant {
+                Some(t) if t.id != claimed => return Err(AppError::TenantMismatch),
+                Some(t) => t,
+                None => {
+                    let t = state.directory.by_id(claimed).await?;
+                    let t = t.filter(|t| !t.is_deleted()).ok_or(AppError::Unauthenticated)?;
+                    if t.is_suspended() {
+                        return Err(AppError::TenantSuspended);
+                    }
+                    t
+                }
+            };
+            let user = UserId(claims.sub);
+            let session = SessionId(claims.sid);
+            let grants = state
+                .grants
+                .get(tenant.id, user, Some(session))
+                .await?
+                .ok_or(AppError::Unauthenticated)?;
+            let span = tracing::Span::current();
+            span.record("tenant.id", tracing::field::display(tenant.id));
+            span.record("user.id", tracing::field::display(user));
+            // Stage 3, rate limiting per tenant, is added by the plans & limits issue.
+            Ok(Principal { tenant, actor: Actor::User { id: user, session }, grants, audit })
+        })
+    }
+}
+
+/// Reads `Authorization: Bearer <token>`; `Ok(None)` when absent, 401 when malformed or too big.
+fn bearer(req: &HttpRequest) -> Result<Option<String>, AppError> {
+    let Some(value) = req.headers().get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    if value.len() > crate::auth::tokens::MAX_TOKEN_LEN + 16 {
+        return Err(AppError::Unauthenticated);
+    }
+    let value = value.to_str().map_err(|_| AppError::Unauthenticated)?;
+    let (scheme, token) = value.split_once(' ').ok_or(AppError::Unauthenticated)?;
+    if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+        return Err(AppError::Unauthenticated);
+    }
+    Ok(Some(token.trim().to_string()))
+}
+
+/// The `Host` (or HTTP/2 authority) classified against the base domain. Forwarding headers are
+/// ignored: nothing but the host itself selects a tenant by address.
+pub fn host_target(req: &HttpRequest) -> HostTarget {
+    let base = req
+        .app_data::<web::Data<AppState>>()
+        .map(|s| s.config.public.base_domain.clone())
+        .unwrap_or_else(|| "localhost".into());
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| req.uri().authority().map(|a| a.to_string()))
+        .unwrap_or_default();
+    host::target(&host, &base)
+}
+
+/// The client's IP: the peer address, or the first `X-Forwarded-For` hop when configured to
+/// trust a proxy in front.
+pub fn client_ip(req: &HttpRequest) -> Option<IpAddr> {
+    let trust = req
+        .app_data::<web::Data<AppState>>()
+        .is_some_and(|s| s.config.http.trust_forwarded_for);
+    if trust {
+        if let Some(ip) = req
+            .headers()
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .and_then(|v| v.trim().parse().ok())
+        {
+            return Some(ip);
+        }
+    }
+    req.peer_addr().map(|a| a.ip())
+}
+
+/// Request metadata recorded with audit events.
+pub fn audit_context(req: &HttpRequest) -> AuditContext {
+    AuditContext {
+        request_id: super::request_id::current(),
+        ip: client_ip(req).map(|ip| ip.to_string()),
+        user_agent: req
+            .headers()
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|s| s.chars().take(512).collect()),
+    }
+}

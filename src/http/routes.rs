@@ -1,0 +1,34 @@
+//! The route table: every endpoint, in one place.
+
+use utoipa_actix_web::UtoipaApp;
+
+use crate::auth::handlers as auth;
+use crate::crm::contacts::handlers as contacts;
+use crate::http::health;
+
+/// Mounts every handler (each annotated for OpenAPI) on `app`.
+pub fn mount<T>(app: UtoipaApp<T>) -> UtoipaApp<T>
+where
+    T: actix_web::dev::ServiceFactory<
+            actix_web::dev::ServiceRequest,
+            Config = (),
+            Error = actix_web::Error,
+            InitError = (),
+        >,
+{
+    app.service(health::livez)
+        .service(health::readyz)
+        .service(health::openapi_json)
+        .service(health::docs)
+        .service(auth::jwks)
+        .service(auth::signup)
+        .service(auth::login)
+        .service(auth::refresh_tokens)
+        .service(auth::logout)
+        .service(auth::me)
+        .service(contacts::list_contacts)
+        .service(contacts::create_contact)
+        .service(contacts::get_contact)
+        .service(contacts::update_contact)
+        .service(contacts::delete_contact)
+}

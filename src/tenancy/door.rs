@@ -1,0 +1,173 @@
+//! The tenant door: the only way to a database connection for tenant data.
+//!
+//! [`Door`] owns the pool and never hands out a bare connection. [`Door::read`] and
+//! [`Door::write`] check a connection out, open a transaction whose first statement is
+//! `SET LOCAL app.tenant_id = '<uuid>'`, and lend the closure a [`TenantTx`] that cannot outlive
+//! the transaction. Because the setting is transaction-local, a pooled connection never carries one
+//! tenant's context to the next borrower; because RLS is forced on every tenant table, a query that
+//! forgets `WHERE tenant_id = …` still sees only this tenant's rows.
+
+use diesel_async::scoped_futures::ScopedBoxFuture;
+use diesel_async::{AnsiTransactionManager, AsyncPgConnection, TransactionManager};
+
+use crate::db::pool::PgPool;
+use crate::error::{AppError, AppResult};
+use crate::ids::{TenantId, UserId};
+
+/// Whose data a transaction may touch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TxScope {
+    /// The tenant; becomes `app.tenant_id`.
+    pub tenant: TenantId,
+    /// The acting user, when known; becomes `app.user_id` (for record-level rules later).
+    pub user: Option<UserId>,
+}
+
+impl TxScope {
+    /// A scope for `tenant` with no acting user (login, signup, manifests).
+    pub fn tenant(tenant: TenantId) -> Self {
+        Self { tenant, user: None }
+    }
+}
+
+/// An open transaction with tenant context set. Only [`Door`] can make one.
+pub struct TenantTx<'c> {
+    conn: &'c mut AsyncPgConnection,
+    scope: TxScope,
+}
+
+impl TenantTx<'_> {
+    /// The connection, inside the tenant transaction.
+    pub fn conn(&mut self) -> &mut AsyncPgConnection {
+        self.conn
+    }
+
+    /// The tenant this transaction is scoped to.
+    pub fn tenant_id(&self) -> TenantId {
+        self.scope.tenant
+    }
+
+    /// The acting user, if any.
+    pub fn user_id(&self) -> Option<UserId> {
+        self.scope.user
+    }
+}
+
+/// A transaction on platform tables (tenants) with no tenant context: every tenant table answers
+/// it with zero rows, because the RLS policies match nothing when `app.tenant_id` is unset.
+pub struct PlatformTx<'c> {
+    conn: &'c mut AsyncPgConnection,
+}
+
+impl PlatformTx<'_> {
+    /// The connection, inside the platform transaction.
+    pub fn conn(&mut self) -> &mut AsyncPgConnection {
+        self.conn
+    }
+}
+
+/// Owner of the pool; see the module docs.
+#[derive(Clone)]
+pub struct Door {
+    pool: PgPool,
+    retry_after_secs: u64,
+}
+
+impl Door {
+    /// Takes sole ownership of `pool`.
+    pub fn new(pool: PgPool, retry_after_secs: u64) -> Self {
+        Self { pool, retry_after_secs }
+    }
+
+    /// Runs `f` in a READ ONLY tenant transaction.
+    pub async fn read<'a, R, F>(&self, scope: TxScope, f: F) -> AppResult<R>
+    where
+        F: for<'r> FnOnce(&'r mut TenantTx<'_>) -> ScopedBoxFuture<'a, 'r, AppResult<R>> + Send + 'a,
+        R: Send + 'a,
+    {
+        self.tenant_tx(scope, true, f).await
+    }
+
+    /// Runs `f` in a read-write tenant transaction; commits if it returns `Ok`.
+    pub async fn write<'a, R, F>(&self, scope: TxScope, f: F) -> AppResult<R>
+    where
+        F: for<'r> FnOnce(&'r mut TenantTx<'_>) -> ScopedBoxFuture<'a, 'r, AppResult<R>> + Send + 'a,
+        R: Send + 'a,
+    {
+        self.tenant_tx(scope, false, f).await
+    }
+
+    /// Runs `f` in a platform transaction (no tenant context).
+    pub async fn platform<'a, R, F>(&self, read_only: bool, f: F) -> AppResult<R>
+    where
+        F: for<'r> FnOnce(&'r mut PlatformTx<'_>) -> ScopedBoxFuture<'a, 'r, AppResult<R>> + Send + 'a,
+        R: Send + 'a,
+    {
+        let mut obj = self.checkout().await?;
+        let conn: &mut AsyncPgConnection = &mut obj;
+        let begin = if read_only { "BEGIN READ ONLY" } else { "BEGIN" };
+        AnsiTransactionManager::begin_transaction_sql(conn, begin)
+            .await
+            .map_err(|e| self.db_error(e))?;
+        let mut tx = PlatformTx { conn };
+        let result = f(&mut tx).await;
+        finish(tx.conn, result).await
+    }
+
+    async fn tenant_tx<'a, R, F>(&self, scope: TxScope, read_only: bool, f: F) -> AppResult<R>
+    where
+        F: for<'r> FnOnce(&'r mut TenantTx<'_>) -> ScopedBoxFuture<'a, 'r, AppResult<R>> + Send + 'a,
+        R: Send + 'a,
+    {
+        let mut obj = self.checkout().await?;
+        let conn: &mut AsyncPgConnection = &mut obj;
+        // One round trip: BEGIN and the context travel as one simple-protocol batch, each its own
+        // statement (Citus propagates SET LOCAL only as a plain statement inside BEGIN). The
+        // values are formatted from parsed UUIDs, never from request text: SET takes no binds.
+        let mut sql = String::with_capacity(128);
+        sql.push_str(if read_only { "BEGIN READ ONLY; " } else { "BEGIN; " });
+        sql.push_str(&format!("SET LOCAL app.tenant_id = '{}'", scope.tenant.as_uuid()));
+        if let Some(user) = scope.user {
+            sql.push_str(&format!("; SET LOCAL app.user_id = '{}'", user.as_uuid()));
+        }
+        AnsiTransactionManager::begin_transaction_sql(conn, &sql)
+            .await
+            .map_err(|e| self.db_error(e))?;
+        let mut tx = TenantTx { conn, scope };
+        let result = f(&mut tx).await;
+        finish(tx.conn, result).await
+    }
+
+    async fn checkout(&self) -> AppResult<diesel_async::pooled_connection::deadpool::Object<AsyncPgConnection>> {
+        self.pool.get().await.map_err(|e| {
+            AppError::Unavailable(format!("database pool: {e}"), self.retry_after_secs)
+        })
+    }
+
+    fn db_error(&self, e: diesel::result::Error) -> AppError {
+        // Failing to even begin means the connection or server is gone: tell the client to retry.
+        AppError::Unavailable(format!("begin transaction: {e}"), self.retry_after_secs)
+    }
+
+    /// Pool status, for logs and readiness.
+    pub fn pool_status(&self) -> deadpool::Status {
+        self.pool.status()
+    }
+}
+
+/// Commits on success, rolls back on failure. A rollback failure is logged; the connection is
+/// then flagged broken by diesel-async and discarded by the pool rather than reused.
+async fn finish<R>(conn: &mut AsyncPgConnection, result: AppResult<R>) -> AppResult<R> {
+    match result {
+        Ok(value) => {
+            AnsiTransactionManager::commit_transaction(conn).await.map_err(AppError::from)?;
+            Ok(value)
+        }
+        Err(e) => {
+            if let Err(rb) = AnsiTransactionManager::rollback_transaction(conn).await {
+                tracing::warn!(error = %rb, "rollback failed; connection will be discarded");
+            }
+            Err(e)
+        }
+    }
+}

@@ -1,0 +1,14 @@
+//! Which tenant a request is for, and the door to its data.
+//!
+//! `host` turns a `Host` header into a target, `directory` resolves slugs and ids to tenants
+//! (cached per process), `door` is the only way to a connection for tenant data, and `manifest`
+//! applies declarative tenant files (`tessera tenants apply`).
+
+pub mod directory;
+pub mod door;
+pub mod host;
+pub mod manifest;
+pub mod model;
+
+pub use door::{Door, TenantTx, TxScope};
+pub use model::Tenant;
