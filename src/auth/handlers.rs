@@ -342,7 +342,7 @@ pub async fn refresh_tokens(
                         let active = users::by_id(tx, user).await?.is_some_and(|u| u.status == "active");
                         if !active {
                             refresh::revoke_family(tx, family).await?;
-                            return Ok(Err(AppError::Unauthenticated));
+                            return Ok(Err((AppError::Unauthenticated, Some(user))));
                         }
                         let next = refresh::issue(tx, user, family, refresh_ttl).await?;
                         Ok(Ok((user, family, next)))
@@ -362,9 +362,9 @@ pub async fn refresh_tokens(
                             },
                         )
                         .await?;
-                        Ok(Err(AppError::RefreshTokenReused))
+                        Ok(Err((AppError::RefreshTokenReused, Some(user))))
                     }
-                    Rotation::Invalid => Ok(Err(AppError::Unauthenticated)),
+                    Rotation::Invalid => Ok(Err((AppError::Unauthenticated, None))),
                 }
             }
             .scope_boxed()
@@ -372,8 +372,12 @@ pub async fn refresh_tokens(
         .await?;
     let (user, family, refresh_token) = match outcome {
         Ok(v) => v,
-        Err(e) => {
-            if matches!(e, AppError::RefreshTokenReused) {
+        Err((e, revoked_user)) => {
+            // The session is gone: access tokens of it must stop working now, not at cache expiry.
+            if let Some(user) = revoked_user {
+                state.grants.forget_user(tenant_id, user).await;
+            }
+            if let AppError::RefreshTokenReused = e {
                 tracing::warn!(tenant.id = %tenant_id, "refresh token reuse detected; session revoked");
             }
             return Err(e);

@@ -1,0 +1,378 @@
+//! Test harness: every test gets its own database cloned from a migrated template, its own app
+//! on a random port, and fresh tenants. Talks to the real Postgres named by
+//! `TESSERA_TEST_DATABASE_URL` (a superuser URL; `scripts/test` boots a private cluster for it).
+#![allow(dead_code)]
+
+use std::path::Path;
+
+use actix_web::{HttpServer, web};
+use figment::providers::Env;
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tessera::app::{self, AppState};
+use tessera::auth::keys::Keys;
+use tessera::config::{Config, Profile};
+use tokio_postgres::NoTls;
+
+/// The admin (superuser) URL of the test cluster.
+pub fn admin_url() -> String {
+    std::env::var("TESSERA_TEST_DATABASE_URL").expect(
+        "TESSERA_TEST_DATABASE_URL is not set: run the suite with scripts/test, which boots a private PostgreSQL",
+    )
+}
+
+fn url_for_db(url: &str, db: &str, user: Option<&str>) -> String {
+    let mut u = url::Url::parse(url).expect("valid database URL");
+    u.set_path(&format!("/{db}"));
+    if let Some(user) = user {
+        u.set_username(user).expect("username");
+        u.set_password(None).expect("password");
+    }
+    u.to_string()
+}
+
+/// A superuser connection to `db`.
+pub async fn admin_conn(db: &str) -> tokio_postgres::Client {
+    connect(&url_for_db(&admin_url(), db, None)).await
+}
+
+/// A connection to `url`, driven in the background.
+pub async fn connect(url: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(url, NoTls).await.expect("connect to test postgres");
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    client
+}
+
+/// Template name derived from the migrations' contents, so a changed migration gets a new one.
+fn template_name() -> String {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+    let mut files: Vec<_> = walk(&dir);
+    files.sort();
+    let mut h = Sha256::new();
+    for f in files {
+        h.update(f.to_string_lossy().as_bytes());
+        h.update(std::fs::read(&f).unwrap());
+    }
+    format!("tessera_tpl_{}", &hex(&h.finalize())[..16])
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() { out.extend(walk(&p)) } else { out.push(p) }
+    }
+    out
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// A fresh database for one test.
+pub struct TestDb {
+    /// Database name.
+    pub name: String,
+}
+
+impl TestDb {
+    /// Clones the migrated template (creating it once, under an advisory lock shared by every
+    /// test process).
+    pub async fn new() -> TestDb {
+        let admin = admin_conn("postgres").await;
+        let tpl = template_name();
+        admin.execute("SELECT pg_advisory_lock(774411)", &[]).await.unwrap();
+        let exists = admin
+            .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&tpl])
+            .await
+            .unwrap()
+            .is_some();
+        if !exists {
+            let building = format!("{tpl}_building");
+            admin.batch_execute(&format!("DROP DATABASE IF EXISTS {building}")).await.unwrap();
+            admin.batch_execute(&format!("CREATE DATABASE {building}")).await.unwrap();
+            tessera::db::migrate::run(&url_for_db(&admin_url(), &building, None), "tessera_app", None)
+                .await
+                .expect("migrate template");
+            admin
+                .batch_execute(&format!("ALTER DATABASE {building} RENAME TO {tpl}"))
+                .await
+                .unwrap();
+        }
+        admin.execute("SELECT pg_advisory_unlock(774411)", &[]).await.unwrap();
+        let name = format!("t_{}", uuid::Uuid::new_v4().simple());
+        admin.batch_execute(&format!("CREATE DATABASE {name} TEMPLATE {tpl}")).await.unwrap();
+        TestDb { name }
+    }
+
+    /// URL of the app role on this database.
+    pub fn app_url(&self) -> String {
+        url_for_db(&admin_url(), &self.name, Some("tessera_app"))
+    }
+
+    /// URL of the superuser on this database.
+    pub fn admin_url(&self) -> String {
+        url_for_db(&admin_url(), &self.name, None)
+    }
+
+    /// A superuser connection (bypasses RLS: for arranging and inspecting).
+    pub async fn admin(&self) -> tokio_postgres::Client {
+        connect(&self.admin_url()).await
+    }
+
+    /// A connection as the app role (RLS applies).
+    pub async fn as_app(&self) -> tokio_postgres::Client {
+        connect(&self.app_url()).await
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop runs outside any runtime guarantee; use a private one on a plain thread.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                if let Ok((c, conn)) = tokio_postgres::connect(&url_for_db(&admin_url(), "postgres", None), NoTls).await {
+                    tokio::spawn(conn);
+                    let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// Test configuration: generous throttles unless a test tightens them.
+pub fn test_config(db: &TestDb) -> Config {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    let mut c = Config::load_from(Profile::Test, &dir, Env::prefixed("TESSERA_TEST_NONE_")).unwrap();
+    c.database.url = db.app_url();
+    c.database.pool_size = 4;
+    c.auth.signup_ip_per_hour = 10_000;
+    c.auth.login_account_per_minute = 10_000;
+    c.auth.login_ip_per_minute = 10_000;
+    c.auth.refresh_ip_per_minute = 10_000;
+    c
+}
+
+/// A running app on a random port, with its own database.
+pub struct TestApp {
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+    /// Port.
+    pub port: u16,
+    /// The database.
+    pub db: TestDb,
+    /// Shared state (keys, door) for tests that need to reach inside.
+    pub state: web::Data<AppState>,
+    /// HTTP client (no redirects).
+    pub http: reqwest::Client,
+    server: actix_web::dev::ServerHandle,
+}
+
+/// A tenant created through signup, with its owner's credentials.
+#[derive(Debug, Clone)]
+pub struct Tenant {
+    /// Tenant id.
+    pub id: String,
+    /// Slug.
+    pub slug: String,
+    /// Owner user id.
+    pub user_id: String,
+    /// Owner email.
+    pub email: String,
+    /// Owner password.
+    pub password: String,
+    /// Access token.
+    pub access: String,
+    /// Refresh token.
+    pub refresh: String,
+}
+
+impl TestApp {
+    /// Starts an app with the default test config.
+    pub async fn spawn() -> TestApp {
+        Self::spawn_with(|_| {}).await
+    }
+
+    /// Starts an app after `tweak` adjusts the config.
+    pub async fn spawn_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
+        let db = TestDb::new().await;
+        let mut config = test_config(&db);
+        tweak(&mut config);
+        let (keys, _) = Keys::generate().unwrap();
+        let state = web::Data::new(AppState::new(config, keys).unwrap());
+        let s2 = state.clone();
+        let server = HttpServer::new(move || app::build(s2.clone()))
+            .workers(1)
+            .disable_signals()
+            .shutdown_timeout(1)
+            .bind("127.0.0.1:0")
+            .unwrap();
+        let port = server.addrs()[0].port();
+        let server = server.run();
+        let handle = server.handle();
+        actix_web::rt::spawn(server);
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        TestApp { base: format!("http://127.0.0.1:{port}"), port, db, state, http, server: handle }
+    }
+
+    /// A request to the root host.
+    pub fn root(&self, method: Method, path: &str) -> RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.base))
+            .header("host", format!("localhost:{}", self.port))
+    }
+
+    /// A request to `{slug}.localhost`.
+    pub fn on(&self, slug: &str, method: Method, path: &str) -> RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.base))
+            .header("host", format!("{slug}.localhost:{}", self.port))
+    }
+
+    /// A request as `t` on its own host.
+    pub fn as_tenant(&self, t: &Tenant, method: Method, path: &str) -> RequestBuilder {
+        self.on(&t.slug, method, path).bearer_auth(&t.access)
+    }
+
+    /// Signs up a fresh tenant with a unique slug.
+    pub async fn signup(&self) -> Tenant {
+        let slug = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        self.signup_slug(&slug).await
+    }
+
+    /// Signs up tenant `slug`.
+    pub async fn signup_slug(&self, slug: &str) -> Tenant {
+        let email = format!("owner@{slug}.test");
+        let password = "correct horse battery staple".to_string();
+        let res = self
+            .root(Method::POST, "/v1/signup")
+            .json(&json!({
+                "tenant": {"slug": slug, "name": format!("Tenant {slug}")},
+                "user": {"email": email, "password": password, "name": "Owner"}
+            }))
+            .send()
+            .await
+            .unwrap();
+        let body = expect(res, StatusCode::CREATED).await;
+        Tenant {
+            id: body["tenant"]["id"].as_str().unwrap().into(),
+            slug: slug.into(),
+            user_id: body["user"]["id"].as_str().unwrap().into(),
+            email,
+            password,
+            access: body["tokens"]["access_token"].as_str().unwrap().into(),
+            refresh: body["tokens"]["refresh_token"].as_str().unwrap().into(),
+        }
+    }
+
+    /// Adds a user with system role `role` to tenant `t` and logs them in; returns a Tenant
+    /// value carrying that user's credentials.
+    pub async fn add_user(&self, t: &Tenant, role: &str) -> Tenant {
+        use diesel_async::scoped_futures::ScopedFutureExt;
+        use tessera::access::roles;
+        use tessera::auth::{password, users};
+        let email = format!("{role}-{}@{}.test", &uuid::Uuid::new_v4().simple().to_string()[..6], t.slug);
+        let pw = "another long password".to_string();
+        let hash = password::hash(pw.clone()).await.unwrap();
+        let tenant_id = tessera::ids::TenantId(t.id.parse().unwrap());
+        let role = role.to_string();
+        let e2 = email.clone();
+        self.state
+            .door
+            .write(tessera::tenancy::TxScope::tenant(tenant_id), |tx| {
+                async move {
+                    let ids = roles::ensure_system_roles(tx).await?;
+                    let u = users::insert(tx, &e2, "Added", Some(&hash)).await?;
+                    roles::assign(tx, u.id, ids[role.as_str()]).await?;
+                    Ok(())
+                }
+                .scope_boxed()
+            })
+            .await
+            .unwrap();
+        let tokens = self.login(&t.slug, &email, &pw).await;
+        let me = expect(
+            self.on(&t.slug, Method::GET, "/v1/me").bearer_auth(&tokens.0).send().await.unwrap(),
+            StatusCode::OK,
+        )
+        .await;
+        Tenant {
+            id: t.id.clone(),
+            slug: t.slug.clone(),
+            user_id: me["user"]["id"].as_str().unwrap().into(),
+            email,
+            password: pw,
+            access: tokens.0,
+            refresh: tokens.1,
+        }
+    }
+
+    /// Logs in; returns (access, refresh).
+    pub async fn login(&self, slug: &str, email: &str, password: &str) -> (String, String) {
+        let res = self
+            .on(slug, Method::POST, "/v1/auth/login")
+            .json(&json!({"email": email, "password": password}))
+            .send()
+            .await
+            .unwrap();
+        let body = expect(res, StatusCode::OK).await;
+        (
+            body["access_token"].as_str().unwrap().into(),
+            body["refresh_token"].as_str().unwrap().into(),
+        )
+    }
+
+    /// Creates a contact as `t`; returns its JSON.
+    pub async fn create_contact(&self, t: &Tenant, body: Value) -> Value {
+        let res = self.as_tenant(t, Method::POST, "/v1/contacts").json(&body).send().await.unwrap();
+        expect(res, StatusCode::CREATED).await
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        let h = self.server.clone();
+        actix_web::rt::spawn(async move { h.stop(false).await });
+    }
+}
+
+/// Asserts the status and returns the JSON body (null if empty).
+pub async fn expect(res: Response, status: StatusCode) -> Value {
+    let got = res.status();
+    let headers = res.headers().clone();
+    let text = res.text().await.unwrap();
+    assert_eq!(got, status, "unexpected status; headers {headers:?}; body: {text}");
+    if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap() }
+}
+
+/// Asserts a problem+json answer with `code`; returns the body.
+pub async fn expect_problem(res: Response, status: StatusCode, code: &str) -> Value {
+    let ct = res
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    let rid = res.headers().get("x-request-id").map(|v| v.to_str().unwrap().to_string());
+    let body = expect(res, status).await;
+    assert_eq!(ct, "application/problem+json", "body {body}");
+    assert_eq!(body["code"], code, "body {body}");
+    assert_eq!(body["status"], status.as_u16());
+    assert_eq!(body["type"], format!("/problems/{code}"));
+    assert_eq!(body["request_id"].as_str(), rid.as_deref(), "request_id in body = header");
+    body
+}
+
+/// A problem body without its per-request fields, for "identical answer" comparisons.
+pub fn stable(mut body: Value) -> Value {
+    body.as_object_mut().unwrap().remove("request_id");
+    body
+}
