@@ -88,7 +88,9 @@ fn field_error(path: &str, msg: &str) -> FieldError {
     let join = |name: &str| if base.is_empty() { name.to_string() } else { format!("{base}.{name}") };
     let message = msg.split(" at line ").next().unwrap_or(msg).to_string();
     if let Some(name) = backticked(&message, "unknown field `") {
-        FieldError::new(join(&name), "unknown_field", "is not a recognized field")
+        // serde_path_to_error already puts the unknown key at the end of the path.
+        let field = if base == name || base.ends_with(&format!(".{name}")) { base.clone() } else { join(&name) };
+        FieldError::new(field, "unknown_field", "is not a recognized field")
     } else if let Some(name) = backticked(&message, "missing field `") {
         FieldError::new(join(&name), "required", "is required")
     } else {
