@@ -247,9 +247,10 @@ async fn a_pool_of_one_never_leaks_tenant_context_between_requests() {
     let app = TestApp::spawn_with(|c| c.database.pool_size = 1).await;
     let a = app.signup().await;
     let b = app.signup().await;
+    let (mut a_ids, mut b_ids) = (Vec::new(), Vec::new());
     for i in 0..3 {
-        app.create_contact(&a, json!({"email": format!("a{i}@a.test")})).await;
-        app.create_contact(&b, json!({"email": format!("b{i}@b.test")})).await;
+        a_ids.push(app.create_contact(&a, json!({"email": format!("a{i}@a.test")})).await["id"].clone());
+        b_ids.push(app.create_contact(&b, json!({"email": format!("b{i}@b.test")})).await["id"].clone());
     }
     for round in 0..10 {
         // A failed write (duplicate email → rolled back) in between must not leave state behind.
@@ -261,6 +262,16 @@ async fn a_pool_of_one_never_leaks_tenant_context_between_requests() {
                 .await
                 .unwrap();
             expect_problem(res, StatusCode::CONFLICT, "conflict").await;
+        }
+        // The pipelined by-id path: own ids found, the other tenant's ids not.
+        for (t, own, other) in [(&a, &a_ids, &b_ids), (&b, &b_ids, &a_ids)] {
+            let i = round % 3;
+            let own_id = own[i].as_str().unwrap();
+            let res = app.as_tenant(t, Method::GET, &format!("/v1/contacts/{own_id}")).send().await.unwrap();
+            assert_eq!(expect(res, StatusCode::OK).await["id"], own[i]);
+            let other_id = other[i].as_str().unwrap();
+            let res = app.as_tenant(t, Method::GET, &format!("/v1/contacts/{other_id}")).send().await.unwrap();
+            expect_problem(res, StatusCode::NOT_FOUND, "not_found").await;
         }
         for (t, prefix) in [(&a, "a"), (&b, "b")] {
             let res = app.as_tenant(t, Method::GET, "/v1/contacts").send().await.unwrap();

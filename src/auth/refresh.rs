@@ -69,7 +69,7 @@ pub enum Rotation {
         /// Session.
         family: SessionId,
     },
-    /// Already consumed: the family has just been revoked.
+    /// Already consumed: the family is now revoked.
     Reused {
         /// Owner of the revoked family.
         user: UserId,
@@ -109,7 +109,9 @@ pub async fn consume(tx: &mut TenantTx<'_>, token: &str) -> AppResult<Rotation> 
             .await
             .optional()?;
     match known {
-        Some((user, family, Some(_), None)) => {
+        // Consumed before: reuse, even if an earlier reuse already revoked the family (so every
+        // replay, including concurrent ones, gets the same answer). Revoking again is a no-op.
+        Some((user, family, Some(_), _)) => {
             revoke_family(tx, family).await?;
             Ok(Rotation::Reused { user })
         }

@@ -7,8 +7,15 @@
 //! tenant's context to the next borrower; because RLS is forced on every tenant table, a query that
 //! forgets `WHERE tenant_id = …` still sees only this tenant's rows.
 
+use diesel::QueryResult;
+use diesel::query_builder::{AstPass, QueryFragment, QueryId};
+use diesel_async::pooled_connection::deadpool::Object;
 use diesel_async::scoped_futures::ScopedBoxFuture;
-use diesel_async::{AnsiTransactionManager, AsyncPgConnection, TransactionManager};
+use diesel_async::{
+    AnsiTransactionManager, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection,
+    TransactionManager,
+};
+use futures_util::future::BoxFuture;
 
 use crate::db::pool::PgPool;
 use crate::error::{AppError, AppResult};
@@ -114,6 +121,37 @@ impl Door {
         finish(tx.conn, result).await
     }
 
+    /// A read-only tenant transaction around exactly one query, sent as one pipelined round
+    /// trip: `BEGIN READ ONLY; SET LOCAL …` (one simple-protocol message), the query (a prepared
+    /// statement, cached per connection), `COMMIT`. `f` only *builds* the query future; the door
+    /// sends the context first, so the query can never run without it — and if ordering ever
+    /// failed, RLS would answer "no rows", never another tenant's rows.
+    ///
+    /// Any failure, or the request being dropped half-way, takes the connection out of the pool
+    /// instead of returning it in an unknown transaction state.
+    pub async fn read_one<R, F>(&self, scope: TxScope, f: F) -> AppResult<R>
+    where
+        F: FnOnce(&mut AsyncPgConnection) -> BoxFuture<'static, QueryResult<R>>,
+        R: Send,
+    {
+        let mut guard = Checkout(Some(self.checkout().await?));
+        let conn: &mut AsyncPgConnection = guard.0.as_mut().expect("checked out");
+        // The query and COMMIT futures do not borrow the connection; they are polled after the
+        // BEGIN batch by join!, which polls in argument order, so they are sent after it.
+        let query = f(conn);
+        let commit = Commit.execute(conn);
+        let begin_sql = begin_sql(scope, true);
+        let (begun, result, committed) =
+            futures_util::join!(conn.batch_execute(&begin_sql), query, commit);
+        if let Err(e) = begun {
+            return Err(self.db_error(e));
+        }
+        let value = result.map_err(AppError::from)?;
+        committed.map_err(AppError::from)?;
+        guard.release();
+        Ok(value)
+    }
+
     async fn tenant_tx<'a, R, F>(&self, scope: TxScope, read_only: bool, f: F) -> AppResult<R>
     where
         F: for<'r> FnOnce(&'r mut TenantTx<'_>) -> ScopedBoxFuture<'a, 'r, AppResult<R>> + Send + 'a,
@@ -121,16 +159,7 @@ impl Door {
     {
         let mut obj = self.checkout().await?;
         let conn: &mut AsyncPgConnection = &mut obj;
-        // One round trip: BEGIN and the context travel as one simple-protocol batch, each its own
-        // statement (Citus propagates SET LOCAL only as a plain statement inside BEGIN). The
-        // values are formatted from parsed UUIDs, never from request text: SET takes no binds.
-        let mut sql = String::with_capacity(128);
-        sql.push_str(if read_only { "BEGIN READ ONLY; " } else { "BEGIN; " });
-        sql.push_str(&format!("SET LOCAL app.tenant_id = '{}'", scope.tenant.as_uuid()));
-        if let Some(user) = scope.user {
-            sql.push_str(&format!("; SET LOCAL app.user_id = '{}'", user.as_uuid()));
-        }
-        AnsiTransactionManager::begin_transaction_sql(conn, &sql)
+        AnsiTransactionManager::begin_transaction_sql(conn, &begin_sql(scope, read_only))
             .await
             .map_err(|e| self.db_error(e))?;
         let mut tx = TenantTx { conn, scope };
@@ -152,6 +181,50 @@ impl Door {
     /// Pool status, for logs and readiness.
     pub fn pool_status(&self) -> deadpool::Status {
         self.pool.status()
+    }
+}
+
+/// `BEGIN [READ ONLY]; SET LOCAL app.tenant_id = '…'[; SET LOCAL app.user_id = '…']`: one
+/// simple-protocol message, one round trip, each setting its own statement (Citus propagates
+/// SET LOCAL only as a plain statement inside BEGIN). The values are formatted from parsed UUIDs,
+/// never from request text: SET takes no bind parameters.
+fn begin_sql(scope: TxScope, read_only: bool) -> String {
+    let mut sql = String::with_capacity(128);
+    sql.push_str(if read_only { "BEGIN READ ONLY; " } else { "BEGIN; " });
+    sql.push_str(&format!("SET LOCAL app.tenant_id = '{}'", scope.tenant.as_uuid()));
+    if let Some(user) = scope.user {
+        sql.push_str(&format!("; SET LOCAL app.user_id = '{}'", user.as_uuid()));
+    }
+    sql
+}
+
+/// `COMMIT` as a statement diesel-async may prepare once per connection and reuse, so it can
+/// ride in the same pipelined write as the query before it.
+#[derive(Debug, Clone, Copy, QueryId)]
+struct Commit;
+
+impl QueryFragment<diesel::pg::Pg> for Commit {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, diesel::pg::Pg>) -> QueryResult<()> {
+        out.push_sql("COMMIT");
+        Ok(())
+    }
+}
+
+/// A checked-out connection that goes back to the pool only when [`Checkout::release`] says
+/// its transaction finished cleanly; otherwise it is detached and closed.
+struct Checkout(Option<Object<AsyncPgConnection>>);
+
+impl Checkout {
+    fn release(&mut self) {
+        drop(self.0.take());
+    }
+}
+
+impl Drop for Checkout {
+    fn drop(&mut self) {
+        if let Some(obj) = self.0.take() {
+            drop(Object::take(obj));
+        }
     }
 }
 

@@ -238,9 +238,11 @@ pub async fn get_contact(
 ) -> AppResult<HttpResponse> {
     principal.require(CONTACTS_READ)?;
     let id = contact_id(&path)?;
+    let tenant = principal.tenant_id();
+    // The hot path: one pipelined round trip (see Door::read_one).
     let contact = state
         .door
-        .read(principal.scope(), |tx| async move { repo::get(tx, id).await }.scope_boxed())
+        .read_one(principal.scope(), |conn| repo::find_live(conn, tenant, id))
         .await?
         .ok_or(AppError::NotFound)?;
     Ok(HttpResponse::Ok().insert_header(etag(contact.version)).json(ContactView::from(contact)))

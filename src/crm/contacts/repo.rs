@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use diesel::dsl::sql;
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
-use diesel::sql_types::{Bool, Text, Timestamptz, Uuid as SqlUuid};
+use diesel::sql_types::{Bool, Nullable, Text, Timestamptz, Uuid as SqlUuid};
 use diesel_async::RunQueryDsl;
 use serde_json::Value;
 use uuid::Uuid;
@@ -48,6 +48,23 @@ pub async fn get(tx: &mut TenantTx<'_>, id: ContactId) -> AppResult<Option<Conta
         .first(tx.conn())
         .await
         .optional()?)
+}
+
+/// The query behind `GET /v1/contacts/{id}`, built for [`crate::tenancy::Door::read_one`].
+pub fn find_live(
+    conn: &mut diesel_async::AsyncPgConnection,
+    tenant: crate::ids::TenantId,
+    id: ContactId,
+) -> futures_util::future::BoxFuture<'static, QueryResult<Option<Contact>>> {
+    use futures_util::FutureExt;
+    contacts::table
+        .filter(contacts::tenant_id.eq(tenant))
+        .filter(contacts::id.eq(id))
+        .filter(contacts::deleted_at.is_null())
+        .select(Contact::as_select())
+        .first(conn)
+        .map(|r| r.optional())
+        .boxed()
 }
 
 /// Like [`get`], locking the row for the rest of the transaction.
@@ -160,21 +177,29 @@ fn sort_expr(field: &str) -> &'static str {
     }
 }
 
-fn sort_value(c: &Contact, field: &str) -> String {
-    let text = |v: &Option<String>| v.as_deref().unwrap_or("").to_lowercase();
+/// What the query also selects for the cursor: the text sort key exactly as Postgres computes
+/// it (Rust's `to_lowercase` differs from Postgres's `lower()` for some letters, e.g. `İ` and a
+/// final `Σ`, which would make the next page skip or repeat rows). Timestamps need nothing extra.
+fn cursor_key_sql(field: &str) -> &'static str {
     match field {
-        "updated_at" => c.updated_at.to_rfc3339(),
-        "last_name" => text(&c.last_name),
-        "first_name" => text(&c.first_name),
-        "email" => text(&c.email),
-        _ => c.created_at.to_rfc3339(),
+        "last_name" | "first_name" | "email" => sort_expr(field),
+        _ => "NULL::text",
     }
 }
 
-/// Escapes LIKE wildcards so `q` is a literal prefix.
+fn sort_value(c: &Contact, field: &str, db_key: Option<String>) -> String {
+    match field {
+        "updated_at" => c.updated_at.to_rfc3339(),
+        "created_at" => c.created_at.to_rfc3339(),
+        _ => db_key.unwrap_or_default(),
+    }
+}
+
+/// Escapes LIKE wildcards so `q` is a literal prefix. Lower-casing is left to Postgres
+/// (`LIKE lower($1)`), so the pattern folds case exactly like the `lower(column)` it matches.
 fn like_prefix(q: &str) -> String {
     let mut s = String::with_capacity(q.len() + 1);
-    for ch in q.to_lowercase().chars() {
+    for ch in q.chars() {
         if matches!(ch, '%' | '_' | '\\') {
             s.push('\\');
         }
@@ -187,13 +212,15 @@ fn like_prefix(q: &str) -> String {
 /// One page of live contacts, keyset-paginated on (sort value, id).
 pub async fn list(tx: &mut TenantTx<'_>, f: &Filters, paging: &Paging) -> AppResult<Page<Contact>> {
     let tenant = tx.tenant_id();
+    let field = paging.sort.field;
     let mut query = contacts::table
         .filter(contacts::tenant_id.eq(tenant))
         .filter(contacts::deleted_at.is_null())
-        .select(Contact::as_select())
+        .select((Contact::as_select(), sql::<Nullable<Text>>(cursor_key_sql(field))))
         .into_boxed();
     if let Some(email) = &f.email {
-        query = query.filter(sql::<Bool>("lower(email) = ").bind::<Text, _>(email.to_lowercase()));
+        query = query
+            .filter(sql::<Bool>("lower(email) = lower(").bind::<Text, _>(email.clone()).sql(")"));
     }
     if let Some(a) = f.account_id {
         query = query.filter(contacts::account_id.eq(a));
@@ -210,16 +237,15 @@ pub async fn list(tx: &mut TenantTx<'_>, f: &Filters, paging: &Paging) -> AppRes
     if let Some(q) = &f.q {
         let p = like_prefix(q);
         query = query.filter(
-            sql::<Bool>("(lower(first_name) LIKE ")
+            sql::<Bool>("(lower(first_name) LIKE lower(")
                 .bind::<Text, _>(p.clone())
-                .sql(" OR lower(last_name) LIKE ")
+                .sql(") OR lower(last_name) LIKE lower(")
                 .bind::<Text, _>(p.clone())
-                .sql(" OR lower(email) LIKE ")
+                .sql(") OR lower(email) LIKE lower(")
                 .bind::<Text, _>(p)
-                .sql(")"),
+                .sql("))"),
         );
     }
-    let field = paging.sort.field;
     let expr = sort_expr(field);
     let (cmp, dir) = if paging.sort.desc { ("<", "DESC") } else { (">", "ASC") };
     if let Some(after) = &paging.after {
@@ -247,28 +273,27 @@ pub async fn list(tx: &mut TenantTx<'_>, f: &Filters, paging: &Paging) -> AppRes
             )
         };
     }
-    let rows: Vec<Contact> = query
+    let mut rows: Vec<(Contact, Option<String>)> = query
         .order(sql::<Text>(&format!("{expr} {dir}, id {dir}")))
         .limit(paging.limit + 1)
         .load(tx.conn())
         .await?;
-    let mut data = rows;
-    let next_cursor = if data.len() as i64 > paging.limit {
-        data.truncate(paging.limit as usize);
-        data.last().map(|last| {
-            Cursor { s: paging.sort.as_param(), v: sort_value(last, field), id: last.id.as_uuid() }
-                .encode()
+    let next_cursor = if rows.len() as i64 > paging.limit {
+        rows.truncate(paging.limit as usize);
+        rows.last().map(|(last, key)| {
+            let v = sort_value(last, field, key.clone());
+            Cursor { s: paging.sort.as_param(), v, id: last.id.as_uuid() }.encode()
         })
     } else {
         None
     };
-    Ok(Page { data, next_cursor })
+    Ok(Page { data: rows.into_iter().map(|(c, _)| c).collect(), next_cursor })
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
     fn like_prefix_escapes_wildcards() {
-        assert_eq!(super::like_prefix("A_b%"), "a\\_b\\%%");
+        assert_eq!(super::like_prefix("A_b%\\"), "A\\_b\\%\\\\%");
     }
 }
