@@ -183,11 +183,10 @@ impl Config {
             .merge(Toml::string(EMBEDDED_DEFAULTS))
             .merge(Toml::file(dir.join("default.toml")))
             .merge(Toml::file(dir.join(format!("{}.toml", profile.as_str()))))
-            // Variables that configure the tooling around the server, not the server itself.
-            .merge(
-                env.ignore(&["env", "config_dir", "test_database_url"])
-                    .split("__"),
-            );
+            // Only `TESSERA_<SECTION>__<KEY>` variables are configuration; others sharing the
+            // prefix (TESSERA_ENV, TESSERA_CONFIG_DIR, tooling's own) are not, and must not fail
+            // the start. A typo inside a section (TESSERA_HTTP__BNID) still does.
+            .merge(env.filter(|k| k.as_str().contains("__")).split("__"));
         let mut config: Config = figment
             .extract()
             .map_err(|e| ConfigError(one_line(&e)))?;
@@ -318,9 +317,12 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API fixes the closure's error type
     fn env_overrides_and_bad_values_name_the_key() {
         figment::Jail::expect_with(|jail| {
             jail.set_env("TESSERA_JAIL_HTTP__BIND", "0.0.0.0:9000");
+            // Prefix-sharing variables that are not `<SECTION>__<KEY>` are not configuration.
+            jail.set_env("TESSERA_JAIL_BIN", "/usr/local/bin/tessera");
             let c = Config::load_from(Profile::Test, &dir(), Env::prefixed("TESSERA_JAIL_")).unwrap();
             assert_eq!(c.http.bind, "0.0.0.0:9000");
             jail.set_env("TESSERA_JAIL_DATABASE__POOL_SIZE", "lots");

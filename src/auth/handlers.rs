@@ -101,11 +101,10 @@ fn validate_signup(req: &SignupRequest) -> Result<(), AppError> {
     if req.user.name.trim().is_empty() || req.user.name.len() > 200 {
         errors.push(FieldError::new("user.name", "invalid_length", "must be 1–200 characters"));
     }
-    if let Some(plan) = &req.plan {
-        if !SIGNUP_PLANS.contains(&plan.as_str()) {
+    if let Some(plan) = &req.plan
+        && !SIGNUP_PLANS.contains(&plan.as_str()) {
             errors.push(FieldError::new("plan", "invalid_value", "unknown plan"));
         }
-    }
     if errors.is_empty() { Ok(()) } else { Err(AppError::Validation(errors)) }
 }
 
@@ -142,12 +141,15 @@ pub async fn signup(
     let session = SessionId::new();
     let ctx = audit_context(&req);
     let refresh_ttl = state.config.auth.refresh_ttl_secs;
-    let tenant = Tenant::new(
+    let mut tenant = Tenant::new(
         tenant_id,
         &input.tenant.slug,
         input.tenant.name.trim(),
         input.plan.as_deref().unwrap_or("free"),
     );
+    // Postgres keeps microseconds: answer with the timestamps as stored, not nanoseconds.
+    tenant.created_at = chrono::SubsecRound::trunc_subsecs(tenant.created_at, 6);
+    tenant.updated_at = tenant.created_at;
     let tenant_row = tenant.clone();
     let result = state
         .door

@@ -96,7 +96,8 @@ pub async fn consume(tx: &mut TenantTx<'_>, token: &str) -> AppResult<Rotation> 
     if let Some((user, family)) = consumed {
         return Ok(Rotation::Rotated { user, family });
     }
-    let known: Option<(UserId, SessionId, Option<chrono::DateTime<Utc>>, Option<chrono::DateTime<Utc>>)> =
+    type Known = (UserId, SessionId, Option<chrono::DateTime<Utc>>, Option<chrono::DateTime<Utc>>);
+    let known: Option<Known> =
         refresh_tokens::table
             .filter(refresh_tokens::token_hash.eq(&h))
             .select((
@@ -131,6 +132,8 @@ pub async fn revoke_family(tx: &mut TenantTx<'_>, family: SessionId) -> AppResul
 
 #[cfg(test)]
 mod tests {
+    use base64::Engine;
+
     #[test]
     fn tenant_is_recoverable_and_garbage_is_not() {
         let t = super::TenantId::new();

@@ -179,8 +179,8 @@ pub fn client_ip(req: &HttpRequest) -> Option<IpAddr> {
     let trust = req
         .app_data::<web::Data<AppState>>()
         .is_some_and(|s| s.config.http.trust_forwarded_for);
-    if trust {
-        if let Some(ip) = req
+    if trust
+        && let Some(ip) = req
             .headers()
             .get("x-forwarded-for")
             .and_then(|v| v.to_str().ok())
@@ -189,7 +189,6 @@ pub fn client_ip(req: &HttpRequest) -> Option<IpAddr> {
         {
             return Some(ip);
         }
-    }
     req.peer_addr().map(|a| a.ip())
 }
 

@@ -147,11 +147,10 @@ pub async fn apply(
         })
         .await
         .map_err(anyhow_of)?;
-    if let (Some(t), Some(id)) = (&existing, m.id) {
-        if t.id.as_uuid() != id {
+    if let (Some(t), Some(id)) = (&existing, m.id)
+        && t.id.as_uuid() != id {
             bail!("slug `{}` already belongs to tenant {}, not {id}", m.slug, t.id);
         }
-    }
     let tenant_id = existing.as_ref().map(|t| t.id).unwrap_or_else(|| match m.id {
         Some(id) => TenantId(id),
         None => TenantId::new(),

@@ -122,11 +122,10 @@ pub async fn list_contacts(
         tag: get("tag").map(str::to_owned),
         q: get("q").map(str::trim).filter(|q| !q.is_empty()).map(str::to_owned),
     };
-    if let Some(s) = &filters.lifecycle_stage {
-        if !LIFECYCLE_STAGES.contains(&s.as_str()) {
+    if let Some(s) = &filters.lifecycle_stage
+        && !LIFECYCLE_STAGES.contains(&s.as_str()) {
             errors.push(FieldError::new("lifecycle_stage", "invalid_value", "unknown lifecycle stage"));
         }
-    }
     if !errors.is_empty() {
         return Err(AppError::Validation(errors));
     }
@@ -167,11 +166,10 @@ pub async fn create_contact(
         return Err(AppError::Validation(errors));
     }
     let scope = principal.scope();
-    if let Some(key) = &key {
-        if let Claim::Replay(stored) = idempotency::claim(&state.door, scope, key).await? {
+    if let Some(key) = &key
+        && let Claim::Replay(stored) = idempotency::claim(&state.door, scope, key).await? {
             return Ok(stored.into_response());
         }
-    }
     let ctx = principal.audit.clone();
     let actor = principal.user_id().as_uuid();
     let key2 = key.clone();
@@ -284,11 +282,10 @@ pub async fn update_contact(
         .write(principal.scope(), |tx| {
             async move {
                 let current = repo::get_for_update(tx, id).await?.ok_or(AppError::NotFound)?;
-                if let Some(expected) = expected {
-                    if expected != Some(current.version) {
+                if let Some(expected) = expected
+                    && expected != Some(current.version) {
                         return Err(AppError::VersionConflict);
                     }
-                }
                 let before = ContactValues::of(&current);
                 let after = before.clone().patched(patch);
                 let errors = after.validate();

@@ -305,20 +305,18 @@ impl ContactValues {
                 errors.push(FieldError::new(name, "too_long", format!("must be at most {MAX_TEXT} characters")));
             }
         }
-        if let Some(e) = &self.email {
-            if let Err(m) = crate::auth::users::validate_email(e) {
+        if let Some(e) = &self.email
+            && let Err(m) = crate::auth::users::validate_email(e) {
                 errors.push(FieldError::new("email", "invalid_format", m));
             }
-        }
-        if let Some(stage) = &self.lifecycle_stage {
-            if !LIFECYCLE_STAGES.contains(&stage.as_str()) {
+        if let Some(stage) = &self.lifecycle_stage
+            && !LIFECYCLE_STAGES.contains(&stage.as_str()) {
                 errors.push(FieldError::new(
                     "lifecycle_stage",
                     "invalid_value",
                     format!("must be one of {}", LIFECYCLE_STAGES.join(", ")),
                 ));
             }
-        }
         if self.tags.len() > MAX_TAGS {
             errors.push(FieldError::new("tags", "too_many", format!("at most {MAX_TAGS} tags")));
         }
