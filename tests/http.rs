@@ -148,3 +148,40 @@ async fn a_dead_database_gives_503_with_retry_after_quickly_and_leaks_nothing() 
         }
     }
 }
+
+#[actix_web::test]
+async fn an_exhausted_pool_gives_503_after_the_bounded_wait_not_a_hang() {
+    use diesel_async::scoped_futures::ScopedFutureExt;
+    let app = TestApp::spawn_with(|c| {
+        c.database.pool_size = 1;
+        c.database.acquire_timeout_ms = 300;
+    })
+    .await;
+    let t = app.signup().await;
+    // Warm the caches (tenant, grants) so the request below needs exactly one connection.
+    let res = app.as_tenant(&t, Method::GET, "/v1/contacts").send().await.unwrap();
+    expect(res, StatusCode::OK).await;
+    let scope = tessera::tenancy::TxScope::tenant(tessera::ids::TenantId(t.id.parse().unwrap()));
+    let door = app.state.door.clone();
+    // Hold the only connection for two seconds.
+    let holder = actix_web::rt::spawn(async move {
+        door.read(scope, |_tx| {
+            async move {
+                actix_web::rt::time::sleep(Duration::from_secs(2)).await;
+                Ok(())
+            }
+            .scope_boxed()
+        })
+        .await
+    });
+    actix_web::rt::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    let res = app.as_tenant(&t, Method::GET, "/v1/contacts").send().await.unwrap();
+    assert!(res.headers().contains_key("retry-after"));
+    expect_problem(res, StatusCode::SERVICE_UNAVAILABLE, "unavailable").await;
+    assert!(started.elapsed() < Duration::from_millis(1500), "waited {:?}", started.elapsed());
+    holder.await.unwrap().unwrap();
+    // Once the connection is back, the same request succeeds.
+    let res = app.as_tenant(&t, Method::GET, "/v1/contacts").send().await.unwrap();
+    expect(res, StatusCode::OK).await;
+}
