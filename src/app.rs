@@ -46,7 +46,10 @@ impl AppState {
         let door = Door::new(pool, config.database.retry_after_secs);
         Ok(Self {
             directory: Directory::new(door.clone(), Duration::from_secs(config.tenancy.cache_secs)),
-            grants: GrantsCache::new(door.clone(), Duration::from_secs(config.auth.principal_cache_secs)),
+            grants: GrantsCache::new(
+                door.clone(),
+                Duration::from_secs(config.auth.principal_cache_secs),
+            ),
             tokens: Arc::new(TokenService::new(
                 &config.auth.issuer,
                 &config.auth.audience,
@@ -62,8 +65,12 @@ impl AppState {
 
 /// The OpenAPI document for the full route table.
 pub fn openapi_document() -> utoipa::openapi::OpenApi {
-    let (_, api) = routes::mount(App::new().into_utoipa_app().openapi(openapi::ApiDoc::openapi()))
-        .split_for_parts();
+    let (_, api) = routes::mount(
+        App::new()
+            .into_utoipa_app()
+            .openapi(openapi::ApiDoc::openapi()),
+    )
+    .split_for_parts();
     api
 }
 
@@ -80,7 +87,10 @@ pub fn build(
     >,
 > {
     let (app, api) = routes::mount(
-        App::new().into_utoipa_app().openapi(openapi::ApiDoc::openapi()).app_data(state),
+        App::new()
+            .into_utoipa_app()
+            .openapi(openapi::ApiDoc::openapi())
+            .app_data(state),
     )
     .split_for_parts();
     let json = api.to_json().unwrap_or_default();

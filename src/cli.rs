@@ -95,11 +95,16 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Serve => with_config(|c| Box::pin(serve(c))).await,
         Command::Migrate => with_config(|c| Box::pin(migrate_cmd(c))).await,
         Command::Doctor => with_config(|c| Box::pin(doctor(c))).await,
-        Command::Tenants { command: TenantsCommand::Apply { dir } } => {
-            with_config(move |c| Box::pin(async move { apply(c, &dir).await })).await
-        }
-        Command::Dev { dir, pg_port, tenants } => {
-            with_config(move |c| Box::pin(async move { dev(c, &dir, pg_port, &tenants).await })).await
+        Command::Tenants {
+            command: TenantsCommand::Apply { dir },
+        } => with_config(move |c| Box::pin(async move { apply(c, &dir).await })).await,
+        Command::Dev {
+            dir,
+            pg_port,
+            tenants,
+        } => {
+            with_config(move |c| Box::pin(async move { dev(c, &dir, pg_port, &tenants).await }))
+                .await
         }
     };
     match result {
@@ -127,9 +132,16 @@ async fn with_config(f: impl FnOnce(Config) -> BoxFut) -> anyhow::Result<ExitCod
 pub fn init_logging(config: &Config) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_new(&config.log.level).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = if config.log.format == "json" {
-        builder.json().flatten_event(true).with_current_span(true).with_span_list(false).try_init()
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init()
     } else {
         builder.try_init()
     };
@@ -144,7 +156,9 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         for c in &failed {
             eprintln!("refusing to start: {} — {}", c.name, c.detail);
         }
-        eprintln!("the server's database role must not be able to bypass row-level security; see `tessera doctor`");
+        eprintln!(
+            "the server's database role must not be able to bypass row-level security; see `tessera doctor`"
+        );
         return Ok(ExitCode::FAILURE);
     }
     app::serve(state).await?;
@@ -198,27 +212,46 @@ async fn doctor(config: Config) -> anyhow::Result<ExitCode> {
     };
     let mut ok = true;
     for c in &checks {
-        println!("[{}] {} — {}", if c.passed { "pass" } else { "FAIL" }, c.name, c.detail);
+        println!(
+            "[{}] {} — {}",
+            if c.passed { "pass" } else { "FAIL" },
+            c.name,
+            c.detail
+        );
         ok &= c.passed;
     }
-    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 async fn apply(config: Config, dir: &Path) -> anyhow::Result<ExitCode> {
     let manifests = manifest::load_dir(dir)?;
     let state = AppState::new(config, Keys::generate()?.0)?;
     for m in &manifests {
-        let applied = manifest::apply(&state.door, m, &Default::default()).await.with_context(|| format!("tenant {}", m.slug))?;
+        let applied = manifest::apply(&state.door, m, &Default::default())
+            .await
+            .with_context(|| format!("tenant {}", m.slug))?;
         println!(
             "tenant {} ({}) {}",
             applied.tenant.slug,
             applied.tenant.id,
-            if applied.created { "created" } else { "up to date" }
+            if applied.created {
+                "created"
+            } else {
+                "up to date"
+            }
         );
         for u in &applied.users {
             match &u.generated_password {
                 Some(pw) => println!("  user {} created, password (shown once): {pw}", u.email),
-                None => println!("  user {} {}", u.email, if u.created { "created" } else { "exists" }),
+                None => println!(
+                    "  user {} {}",
+                    u.email,
+                    if u.created { "created" } else { "exists" }
+                ),
             }
         }
     }
@@ -239,7 +272,10 @@ fn devdb(command: DevdbCommand) -> anyhow::Result<ExitCode> {
 
 /// Creates database `name` on the cluster at `admin_url` unless it exists.
 pub async fn ensure_database(admin_url: &str, name: &str) -> anyhow::Result<()> {
-    anyhow::ensure!(crate::config::is_sql_identifier(name), "bad database name {name}");
+    anyhow::ensure!(
+        crate::config::is_sql_identifier(name),
+        "bad database name {name}"
+    );
     let mut conn = AsyncPgConnection::establish(admin_url).await?;
     // CREATE DATABASE cannot run in a transaction or a DO block; tolerate "already exists".
     match conn.batch_execute(&format!("CREATE DATABASE {name}")).await {
@@ -249,9 +285,17 @@ pub async fn ensure_database(admin_url: &str, name: &str) -> anyhow::Result<()> 
     }
 }
 
-async fn dev(mut config: Config, dir: &Path, pg_port: u16, tenants: &Path) -> anyhow::Result<ExitCode> {
+async fn dev(
+    mut config: Config,
+    dir: &Path,
+    pg_port: u16,
+    tenants: &Path,
+) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(dir.join("dev"))?;
-    eprintln!("==> private PostgreSQL in {} (127.0.0.1:{pg_port})", dir.join("pg").display());
+    eprintln!(
+        "==> private PostgreSQL in {} (127.0.0.1:{pg_port})",
+        dir.join("pg").display()
+    );
     let pg = PrivatePostgres::ensure_running(&dir.join("pg"), pg_port)?;
     ensure_database(&pg.superuser_url("postgres"), "tessera").await?;
     let owner_url = pg.superuser_url("tessera");
@@ -276,7 +320,12 @@ async fn dev(mut config: Config, dir: &Path, pg_port: u16, tenants: &Path) -> an
     for m in &manifests {
         let applied = manifest::apply(&state.door, m, &passwords).await?;
         for u in &m.users {
-            let pw = u.password_env.as_ref().and_then(|v| passwords.get(v)).cloned().unwrap_or_default();
+            let pw = u
+                .password_env
+                .as_ref()
+                .and_then(|v| passwords.get(v))
+                .cloned()
+                .unwrap_or_default();
             lines.push(format!(
                 "  {:<10} http://{}.{}:{}  {}  {}",
                 applied.tenant.slug,
@@ -293,7 +342,9 @@ async fn dev(mut config: Config, dir: &Path, pg_port: u16, tenants: &Path) -> an
     for l in lines {
         println!("{l}");
     }
-    println!("Try: curl -s -X POST http://acme.localhost:8080/v1/auth/login -H 'content-type: application/json' -d '{{\"email\":\"…\",\"password\":\"…\"}}'");
+    println!(
+        "Try: curl -s -X POST http://acme.localhost:8080/v1/auth/login -H 'content-type: application/json' -d '{{\"email\":\"…\",\"password\":\"…\"}}'"
+    );
     let checks = guard::run(&state.door).await?;
     if let Some(c) = checks.iter().find(|c| !c.passed) {
         anyhow::bail!("RLS guard failed: {} — {}", c.name, c.detail);
@@ -316,7 +367,9 @@ fn demo_passwords(
         for u in &m.users {
             if let Some(var) = &u.password_env {
                 let pw = std::env::var(var).ok().filter(|p| !p.is_empty());
-                let entry = map.entry(var.clone()).or_insert_with(crate::auth::password::generate);
+                let entry = map
+                    .entry(var.clone())
+                    .or_insert_with(crate::auth::password::generate);
                 if let Some(pw) = pw {
                     *entry = pw;
                 }

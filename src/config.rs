@@ -170,9 +170,8 @@ pub struct ConfigError(pub String);
 impl Config {
     /// Loads the layered configuration for the profile named by `TESSERA_ENV`.
     pub fn load() -> Result<Self, ConfigError> {
-        let profile = Profile::parse(
-            &std::env::var("TESSERA_ENV").unwrap_or_else(|_| "development".into()),
-        )?;
+        let profile =
+            Profile::parse(&std::env::var("TESSERA_ENV").unwrap_or_else(|_| "development".into()))?;
         let dir = std::env::var("TESSERA_CONFIG_DIR").unwrap_or_else(|_| "config".into());
         Self::load_from(profile, Path::new(&dir), Env::prefixed("TESSERA_"))
     }
@@ -187,9 +186,7 @@ impl Config {
             // prefix (TESSERA_ENV, TESSERA_CONFIG_DIR, tooling's own) are not, and must not fail
             // the start. A typo inside a section (TESSERA_HTTP__BNID) still does.
             .merge(env.filter(|k| k.as_str().contains("__")).split("__"));
-        let mut config: Config = figment
-            .extract()
-            .map_err(|e| ConfigError(one_line(&e)))?;
+        let mut config: Config = figment.extract().map_err(|e| ConfigError(one_line(&e)))?;
         config.profile = profile;
         config.validate()?;
         Ok(config)
@@ -206,7 +203,10 @@ impl Config {
         }
         let domain = &self.public.base_domain;
         if domain.is_empty() || domain.contains(['/', ':', ' ']) {
-            return fail("public.base_domain", "expected a bare domain such as example.com");
+            return fail(
+                "public.base_domain",
+                "expected a bare domain such as example.com",
+            );
         }
         if self.database.pool_size == 0 {
             return fail("database.pool_size", "must be at least 1");
@@ -215,16 +215,28 @@ impl Config {
             return fail("database.app_role", "expected a lower-case SQL identifier");
         }
         if self.auth.access_ttl_secs == 0 || self.auth.access_ttl_secs > 900 {
-            return fail("auth.access_ttl_secs", "must be between 1 and 900 (15 minutes)");
+            return fail(
+                "auth.access_ttl_secs",
+                "must be between 1 and 900 (15 minutes)",
+            );
         }
         if self.auth.refresh_ttl_secs < self.auth.access_ttl_secs {
-            return fail("auth.refresh_ttl_secs", "must not be shorter than auth.access_ttl_secs");
+            return fail(
+                "auth.refresh_ttl_secs",
+                "must not be shorter than auth.access_ttl_secs",
+            );
         }
         for (key, v) in [
             ("auth.signup_ip_per_hour", self.auth.signup_ip_per_hour),
-            ("auth.login_account_per_minute", self.auth.login_account_per_minute),
+            (
+                "auth.login_account_per_minute",
+                self.auth.login_account_per_minute,
+            ),
             ("auth.login_ip_per_minute", self.auth.login_ip_per_minute),
-            ("auth.refresh_ip_per_minute", self.auth.refresh_ip_per_minute),
+            (
+                "auth.refresh_ip_per_minute",
+                self.auth.refresh_ip_per_minute,
+            ),
         ] {
             if v == 0 {
                 return fail(key, "must be at least 1");
@@ -303,7 +315,12 @@ mod tests {
 
     #[test]
     fn defaults_load() {
-        let c = Config::load_from(Profile::Development, &dir(), Env::prefixed("TESSERA_UNSET_")).unwrap();
+        let c = Config::load_from(
+            Profile::Development,
+            &dir(),
+            Env::prefixed("TESSERA_UNSET_"),
+        )
+        .unwrap();
         assert_eq!(c.http.bind, "127.0.0.1:8080");
         assert_eq!(c.database.app_role, "tessera_app");
         assert_eq!(c.public.base_domain, "localhost");
@@ -323,14 +340,17 @@ mod tests {
             jail.set_env("TESSERA_JAIL_HTTP__BIND", "0.0.0.0:9000");
             // Prefix-sharing variables that are not `<SECTION>__<KEY>` are not configuration.
             jail.set_env("TESSERA_JAIL_BIN", "/usr/local/bin/tessera");
-            let c = Config::load_from(Profile::Test, &dir(), Env::prefixed("TESSERA_JAIL_")).unwrap();
+            let c =
+                Config::load_from(Profile::Test, &dir(), Env::prefixed("TESSERA_JAIL_")).unwrap();
             assert_eq!(c.http.bind, "0.0.0.0:9000");
             jail.set_env("TESSERA_JAIL_DATABASE__POOL_SIZE", "lots");
-            let e = Config::load_from(Profile::Test, &dir(), Env::prefixed("TESSERA_JAIL_")).unwrap_err();
+            let e = Config::load_from(Profile::Test, &dir(), Env::prefixed("TESSERA_JAIL_"))
+                .unwrap_err();
             assert!(e.to_string().contains("database.pool_size"), "{e}");
             jail.set_env("TESSERA_JAIL_DATABASE__POOL_SIZE", "4");
             jail.set_env("TESSERA_JAIL_HTTP__NOPE", "1");
-            let e = Config::load_from(Profile::Test, &dir(), Env::prefixed("TESSERA_JAIL_")).unwrap_err();
+            let e = Config::load_from(Profile::Test, &dir(), Env::prefixed("TESSERA_JAIL_"))
+                .unwrap_err();
             assert!(e.to_string().contains("nope"), "{e}");
             Ok(())
         });

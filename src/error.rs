@@ -24,7 +24,11 @@ pub struct FieldError {
 impl FieldError {
     /// Builds a field error.
     pub fn new(field: impl Into<String>, code: &str, message: impl Into<String>) -> Self {
-        Self { field: field.into(), code: code.into(), message: message.into() }
+        Self {
+            field: field.into(),
+            code: code.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -166,7 +170,9 @@ impl AppError {
             Self::Malformed(d) | Self::Conflict(d) => d.clone(),
             Self::Unauthenticated => "A valid credential is required.".into(),
             Self::InvalidCredentials => "Email or password is incorrect.".into(),
-            Self::TenantMismatch => "The credential belongs to a different tenant than the host.".into(),
+            Self::TenantMismatch => {
+                "The credential belongs to a different tenant than the host.".into()
+            }
             Self::RefreshTokenReused => {
                 "This refresh token was already used; the session has been revoked.".into()
             }
@@ -187,7 +193,9 @@ impl AppError {
                 "This Idempotency-Key was used with a different request.".into()
             }
             Self::RateLimited(s) => format!("Too many requests; retry in {s} s."),
-            Self::Unavailable(..) => "The service is temporarily unavailable; retry shortly.".into(),
+            Self::Unavailable(..) => {
+                "The service is temporarily unavailable; retry shortly.".into()
+            }
             Self::Internal(_) => "An unexpected error occurred.".into(),
         }
     }
@@ -228,7 +236,9 @@ impl ResponseError for AppError {
             Self::Forbidden(_) | Self::TenantSuspended => StatusCode::FORBIDDEN,
             Self::NotFound | Self::TenantNotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-            Self::Conflict(_) | Self::SlugTaken | Self::IdempotencyInProgress => StatusCode::CONFLICT,
+            Self::Conflict(_) | Self::SlugTaken | Self::IdempotencyInProgress => {
+                StatusCode::CONFLICT
+            }
             Self::VersionConflict => StatusCode::PRECONDITION_FAILED,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -243,7 +253,10 @@ impl ResponseError for AppError {
         let status = self.status_code();
         match self {
             Self::Internal(cause) => {
-                tracing::error!(error = format!("{cause:#}"), "request failed with an internal error")
+                tracing::error!(
+                    error = format!("{cause:#}"),
+                    "request failed with an internal error"
+                )
             }
             Self::Unavailable(cause, _) => {
                 tracing::warn!(error = %cause, "request failed: database unavailable")

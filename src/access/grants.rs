@@ -26,7 +26,9 @@ pub struct Grants {
 impl Grants {
     /// Whether `permission` is granted.
     pub fn allows(&self, permission: &str) -> bool {
-        self.permissions.binary_search_by(|p| p.as_str().cmp(permission)).is_ok()
+        self.permissions
+            .binary_search_by(|p| p.as_str().cmp(permission))
+            .is_ok()
     }
 }
 
@@ -42,7 +44,13 @@ pub struct GrantsCache {
 impl GrantsCache {
     /// A cache whose entries live `ttl`.
     pub fn new(door: Door, ttl: Duration) -> Self {
-        Self { door, cache: Cache::builder().max_capacity(100_000).time_to_live(ttl).build() }
+        let cache = Cache::builder()
+            .max_capacity(100_000)
+            .time_to_live(ttl)
+            // Needed for forget_user; without it moka refuses predicate invalidation.
+            .support_invalidation_closures()
+            .build();
+        Self { door, cache }
     }
 
     /// Grants of `user` in `tenant` for session `session`; `None` if the user is disabled or
@@ -56,7 +64,9 @@ impl GrantsCache {
         let door = self.door.clone();
         self.cache
             .try_get_with((tenant, user, session), async move {
-                load(&door, tenant, user, session).await.map(|g| g.map(Arc::new))
+                load(&door, tenant, user, session)
+                    .await
+                    .map(|g| g.map(Arc::new))
             })
             .await
             .map_err(|e| match &*e {
@@ -67,9 +77,13 @@ impl GrantsCache {
 
     /// Drops every cached entry for a user (after logout, role changes).
     pub async fn forget_user(&self, tenant: TenantId, user: UserId) {
-        let _ = self
+        if let Err(e) = self
             .cache
-            .invalidate_entries_if(move |k, _| k.0 == tenant && k.1 == user);
+            .invalidate_entries_if(move |k, _| k.0 == tenant && k.1 == user)
+        {
+            // Not expected (invalidation closures are enabled); the TTL still bounds the damage.
+            tracing::error!(error = %e, "could not invalidate cached grants");
+        }
         self.cache.run_pending_tasks().await;
     }
 }
@@ -80,54 +94,64 @@ async fn load(
     user: UserId,
     session: Option<SessionId>,
 ) -> AppResult<Option<Grants>> {
-    door.read(TxScope { tenant, user: Some(user) }, |tx| {
-        async move {
-            let active = users::table
-                .find((tenant, user))
-                .select(users::status)
-                .first::<String>(tx.conn())
-                .await
-                .optional()?
-                .is_some_and(|s| s == "active");
-            if !active {
-                return Ok(None);
-            }
-            if let Some(session) = session {
-                let live: i64 = refresh_tokens::table
-                    .filter(refresh_tokens::family_id.eq(session))
-                    .filter(refresh_tokens::user_id.eq(user))
-                    .filter(refresh_tokens::revoked_at.is_null())
-                    .count()
-                    .get_result(tx.conn())
-                    .await?;
-                if live == 0 {
+    door.read(
+        TxScope {
+            tenant,
+            user: Some(user),
+        },
+        |tx| {
+            async move {
+                let active = users::table
+                    .find((tenant, user))
+                    .select(users::status)
+                    .first::<String>(tx.conn())
+                    .await
+                    .optional()?
+                    .is_some_and(|s| s == "active");
+                if !active {
                     return Ok(None);
                 }
+                if let Some(session) = session {
+                    let live: i64 = refresh_tokens::table
+                        .filter(refresh_tokens::family_id.eq(session))
+                        .filter(refresh_tokens::user_id.eq(user))
+                        .filter(refresh_tokens::revoked_at.is_null())
+                        .count()
+                        .get_result(tx.conn())
+                        .await?;
+                    if live == 0 {
+                        return Ok(None);
+                    }
+                }
+                let rows: Vec<(String, Option<String>)> = user_roles::table
+                    .inner_join(
+                        roles::table.on(roles::tenant_id
+                            .eq(user_roles::tenant_id)
+                            .and(roles::id.eq(user_roles::role_id))),
+                    )
+                    .left_join(
+                        role_permissions::table.on(role_permissions::tenant_id
+                            .eq(roles::tenant_id)
+                            .and(role_permissions::role_id.eq(roles::id))),
+                    )
+                    .filter(user_roles::user_id.eq(user))
+                    .select((roles::name, role_permissions::permission.nullable()))
+                    .load(tx.conn())
+                    .await?;
+                let mut role_names: Vec<String> = rows.iter().map(|(r, _)| r.clone()).collect();
+                role_names.sort();
+                role_names.dedup();
+                let mut permissions: Vec<String> =
+                    rows.into_iter().filter_map(|(_, p)| p).collect();
+                permissions.sort();
+                permissions.dedup();
+                Ok(Some(Grants {
+                    roles: role_names,
+                    permissions,
+                }))
             }
-            let rows: Vec<(String, Option<String>)> = user_roles::table
-                .inner_join(
-                    roles::table.on(roles::tenant_id
-                        .eq(user_roles::tenant_id)
-                        .and(roles::id.eq(user_roles::role_id))),
-                )
-                .left_join(
-                    role_permissions::table.on(role_permissions::tenant_id
-                        .eq(roles::tenant_id)
-                        .and(role_permissions::role_id.eq(roles::id))),
-                )
-                .filter(user_roles::user_id.eq(user))
-                .select((roles::name, role_permissions::permission.nullable()))
-                .load(tx.conn())
-                .await?;
-            let mut role_names: Vec<String> = rows.iter().map(|(r, _)| r.clone()).collect();
-            role_names.sort();
-            role_names.dedup();
-            let mut permissions: Vec<String> = rows.into_iter().filter_map(|(_, p)| p).collect();
-            permissions.sort();
-            permissions.dedup();
-            Ok(Some(Grants { roles: role_names, permissions }))
-        }
-        .scope_boxed()
-    })
+            .scope_boxed()
+        },
+    )
     .await
 }

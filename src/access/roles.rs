@@ -21,10 +21,22 @@ pub struct SystemRole {
 
 /// The four roles every tenant has; they cannot be edited or deleted.
 pub const SYSTEM_ROLES: &[SystemRole] = &[
-    SystemRole { name: "owner", description: "Everything, including ownership and tenant deletion." },
-    SystemRole { name: "admin", description: "Everything except ownership transfer and tenant deletion." },
-    SystemRole { name: "member", description: "CRM read/write/delete, reports, user directory." },
-    SystemRole { name: "viewer", description: "CRM read and reports." },
+    SystemRole {
+        name: "owner",
+        description: "Everything, including ownership and tenant deletion.",
+    },
+    SystemRole {
+        name: "admin",
+        description: "Everything except ownership transfer and tenant deletion.",
+    },
+    SystemRole {
+        name: "member",
+        description: "CRM read/write/delete, reports, user directory.",
+    },
+    SystemRole {
+        name: "viewer",
+        description: "CRM read and reports.",
+    },
 ];
 
 /// The permissions a system role grants.
@@ -41,7 +53,11 @@ pub fn system_permissions(role: &str) -> Vec<&'static str> {
     match role {
         "owner" => ALL.to_vec(),
         // `tenant:manage` covers ownership transfer and tenant deletion.
-        "admin" => ALL.iter().copied().filter(|p| *p != "tenant:manage").collect(),
+        "admin" => ALL
+            .iter()
+            .copied()
+            .filter(|p| *p != "tenant:manage")
+            .collect(),
         "member" => {
             let mut v = crm(&["read", "write", "delete"]);
             v.extend(["reports:read", "users:read"]);
@@ -58,7 +74,9 @@ pub fn system_permissions(role: &str) -> Vec<&'static str> {
 
 /// Creates any missing system role (and its permission rows) in the transaction's tenant and
 /// returns name → id for all of them. Idempotent.
-pub async fn ensure_system_roles(tx: &mut TenantTx<'_>) -> AppResult<HashMap<&'static str, RoleId>> {
+pub async fn ensure_system_roles(
+    tx: &mut TenantTx<'_>,
+) -> AppResult<HashMap<&'static str, RoleId>> {
     let tenant = tx.tenant_id();
     let existing: Vec<(RoleId, String)> = roles::table
         .filter(roles::is_system.eq(true))

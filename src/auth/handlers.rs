@@ -14,7 +14,7 @@ use crate::app::AppState;
 use crate::audit::{self, Event};
 use crate::error::{AppError, AppResult, FieldError, Problem};
 use crate::http::body::JsonBody;
-use crate::http::principal::{HostTenant, Principal, audit_context, client_ip};
+use crate::http::principal::{HostTenant, Principal, audit_context, client_ip, credential_tenant};
 use crate::ids::{SessionId, TenantId, UserId};
 use crate::tenancy::host::{HostTarget, valid_slug};
 use crate::tenancy::{Tenant, TxScope};
@@ -90,7 +90,11 @@ fn validate_signup(req: &SignupRequest) -> Result<(), AppError> {
         ));
     }
     if req.tenant.name.trim().is_empty() || req.tenant.name.len() > 200 {
-        errors.push(FieldError::new("tenant.name", "invalid_length", "must be 1–200 characters"));
+        errors.push(FieldError::new(
+            "tenant.name",
+            "invalid_length",
+            "must be 1–200 characters",
+        ));
     }
     if let Err(m) = users::validate_email(&req.user.email) {
         errors.push(FieldError::new("user.email", "invalid_format", m));
@@ -99,13 +103,22 @@ fn validate_signup(req: &SignupRequest) -> Result<(), AppError> {
         errors.push(FieldError::new("user.password", "too_short", m));
     }
     if req.user.name.trim().is_empty() || req.user.name.len() > 200 {
-        errors.push(FieldError::new("user.name", "invalid_length", "must be 1–200 characters"));
+        errors.push(FieldError::new(
+            "user.name",
+            "invalid_length",
+            "must be 1–200 characters",
+        ));
     }
     if let Some(plan) = &req.plan
-        && !SIGNUP_PLANS.contains(&plan.as_str()) {
-            errors.push(FieldError::new("plan", "invalid_value", "unknown plan"));
-        }
-    if errors.is_empty() { Ok(()) } else { Err(AppError::Validation(errors)) }
+        && !SIGNUP_PLANS.contains(&plan.as_str())
+    {
+        errors.push(FieldError::new("plan", "invalid_value", "unknown plan"));
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(AppError::Validation(errors))
+    }
 }
 
 /// Create a tenant and its owner.
@@ -141,15 +154,12 @@ pub async fn signup(
     let session = SessionId::new();
     let ctx = audit_context(&req);
     let refresh_ttl = state.config.auth.refresh_ttl_secs;
-    let mut tenant = Tenant::new(
+    let tenant = Tenant::new(
         tenant_id,
         &input.tenant.slug,
         input.tenant.name.trim(),
         input.plan.as_deref().unwrap_or("free"),
     );
-    // Postgres keeps microseconds: answer with the timestamps as stored, not nanoseconds.
-    tenant.created_at = chrono::SubsecRound::trunc_subsecs(tenant.created_at, 6);
-    tenant.updated_at = tenant.created_at;
     let tenant_row = tenant.clone();
     let result = state
         .door
@@ -167,7 +177,8 @@ pub async fn signup(
                     return Err(AppError::SlugTaken);
                 }
                 let role_ids = roles::ensure_system_roles(tx).await?;
-                let user = users::insert(tx, &input.user.email, &input.user.name, Some(&hash)).await?;
+                let user =
+                    users::insert(tx, &input.user.email, &input.user.name, Some(&hash)).await?;
                 roles::assign(tx, user.id, role_ids["owner"]).await?;
                 let refresh_token = refresh::issue(tx, user.id, session, refresh_ttl).await?;
                 audit::record(
@@ -190,7 +201,10 @@ pub async fn signup(
         .await;
     let (user, refresh_token) = result?;
     state.directory.invalidate(tenant_id, &tenant.slug).await;
-    let access_token = state.tokens.issue(&state.keys, user.id, tenant_id, &tenant.slug, session)?;
+    let access_token =
+        state
+            .tokens
+            .issue(&state.keys, user.id, tenant_id, &tenant.slug, session)?;
     tracing::info!(tenant.id = %tenant_id, tenant.slug = %tenant.slug, "tenant signed up");
     Ok(HttpResponse::Created().json(SignupResponse {
         user: users::UserView::from(&user),
@@ -239,7 +253,10 @@ pub async fn login(
     let ip = client_ip(&req).map(|i| i.to_string()).unwrap_or_default();
     state.throttles.login_ip.check(&ip)?;
     let email = users::normalize_email(&input.email);
-    state.throttles.login_account.check(&format!("{}:{email}", tenant.id))?;
+    state
+        .throttles
+        .login_account
+        .check(&format!("{}:{email}", tenant.id))?;
     if input.password.len() > password::MAX_LEN {
         return Err(AppError::InvalidCredentials);
     }
@@ -252,7 +269,11 @@ pub async fn login(
         .await?;
     let user = user.filter(|u| u.status == "active");
     // Verify even when the user is unknown, so timing does not reveal which emails exist.
-    let ok = password::verify(input.password, user.as_ref().and_then(|u| u.password_hash.clone())).await?;
+    let ok = password::verify(
+        input.password,
+        user.as_ref().and_then(|u| u.password_hash.clone()),
+    )
+    .await?;
     let user = match (ok, user) {
         (true, Some(u)) => u,
         _ => return Err(AppError::InvalidCredentials),
@@ -263,16 +284,25 @@ pub async fn login(
     let user_id = user.id;
     let refresh_token = state
         .door
-        .write(TxScope { tenant: tenant_id, user: Some(user_id) }, |tx| {
-            async move {
-                let token = refresh::issue(tx, user_id, session, refresh_ttl).await?;
-                audit::record(tx, &ctx, session_event("user.login", user_id, session)).await?;
-                Ok(token)
-            }
-            .scope_boxed()
-        })
+        .write(
+            TxScope {
+                tenant: tenant_id,
+                user: Some(user_id),
+            },
+            |tx| {
+                async move {
+                    let token = refresh::issue(tx, user_id, session, refresh_ttl).await?;
+                    audit::record(tx, &ctx, session_event("user.login", user_id, session)).await?;
+                    Ok(token)
+                }
+                .scope_boxed()
+            },
+        )
         .await?;
-    let access_token = state.tokens.issue(&state.keys, user_id, tenant_id, &tenant.slug, session)?;
+    let access_token =
+        state
+            .tokens
+            .issue(&state.keys, user_id, tenant_id, &tenant.slug, session)?;
     Ok(HttpResponse::Ok().json(TokenPair {
         access_token,
         refresh_token,
@@ -320,18 +350,7 @@ pub async fn refresh_tokens(
     state.throttles.refresh_ip.check(&ip)?;
     let token = body.value.refresh_token;
     let claimed = refresh::tenant_of(&token).ok_or(AppError::Unauthenticated)?;
-    let tenant = match host.0 {
-        Some(t) if t.id != claimed => return Err(AppError::TenantMismatch),
-        Some(t) => t,
-        None => {
-            let t = state.directory.by_id(claimed).await?;
-            let t = t.filter(|t| !t.is_deleted()).ok_or(AppError::Unauthenticated)?;
-            if t.is_suspended() {
-                return Err(AppError::TenantSuspended);
-            }
-            t
-        }
-    };
+    let tenant = credential_tenant(&state, host.0, claimed).await?;
     let tenant_id = tenant.id;
     let ctx = audit_context(&req);
     let refresh_ttl = state.config.auth.refresh_ttl_secs;
@@ -341,7 +360,9 @@ pub async fn refresh_tokens(
             async move {
                 match refresh::consume(tx, &token).await? {
                     Rotation::Rotated { user, family } => {
-                        let active = users::by_id(tx, user).await?.is_some_and(|u| u.status == "active");
+                        let active = users::by_id(tx, user)
+                            .await?
+                            .is_some_and(|u| u.status == "active");
                         if !active {
                             refresh::revoke_family(tx, family).await?;
                             return Ok(Err((AppError::Unauthenticated, Some(user))));
@@ -385,7 +406,9 @@ pub async fn refresh_tokens(
             return Err(e);
         }
     };
-    let access_token = state.tokens.issue(&state.keys, user, tenant_id, &tenant.slug, family)?;
+    let access_token = state
+        .tokens
+        .issue(&state.keys, user, tenant_id, &tenant.slug, family)?;
     Ok(HttpResponse::Ok().json(TokenPair {
         access_token,
         refresh_token,
@@ -464,7 +487,9 @@ pub async fn me(state: web::Data<AppState>, principal: Principal) -> AppResult<H
     let user_id = principal.user_id();
     let user = state
         .door
-        .read(principal.scope(), |tx| async move { users::by_id(tx, user_id).await }.scope_boxed())
+        .read(principal.scope(), |tx| {
+            async move { users::by_id(tx, user_id).await }.scope_boxed()
+        })
         .await?
         .ok_or(AppError::Unauthenticated)?;
     let t = &principal.tenant;

@@ -58,13 +58,22 @@ impl Keys {
     }
 
     fn from_signing_key(key: &SigningKey) -> anyhow::Result<Self> {
-        let der = key.to_pkcs8_der().map_err(|e| anyhow::anyhow!("encoding key: {e}"))?;
+        let der = key
+            .to_pkcs8_der()
+            .map_err(|e| anyhow::anyhow!("encoding key: {e}"))?;
         let public = key.verifying_key().to_bytes();
         let x = URL_SAFE_NO_PAD.encode(public);
         // RFC 7638-style thumbprint, shortened: stable across restarts for the same key.
         let thumb = Sha256::digest(format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{x}"}}"#));
         let kid = URL_SAFE_NO_PAD.encode(&thumb[..12]);
-        let jwk = Jwk { kty: "OKP", crv: "Ed25519", x, kid: kid.clone(), alg: "EdDSA", use_: "sig" };
+        let jwk = Jwk {
+            kty: "OKP",
+            crv: "Ed25519",
+            x,
+            kid: kid.clone(),
+            alg: "EdDSA",
+            use_: "sig",
+        };
         let mut verifying = HashMap::new();
         verifying.insert(kid.clone(), DecodingKey::from_ed_der(&public));
         Ok(Self {
@@ -88,8 +97,9 @@ impl Keys {
     /// is configured (tokens then die with the process).
     pub fn load(config: &Config) -> anyhow::Result<Self> {
         if let Some(path) = config.signing_key_path() {
-            let pem = std::fs::read_to_string(&path)
-                .with_context(|| format!("auth.signing_key_file: cannot read {}", path.display()))?;
+            let pem = std::fs::read_to_string(&path).with_context(|| {
+                format!("auth.signing_key_file: cannot read {}", path.display())
+            })?;
             return Self::from_pem(&pem).context("auth.signing_key_file");
         }
         if !config.auth.signing_key_pem.is_empty() {
@@ -99,7 +109,9 @@ impl Keys {
             config.profile != Profile::Production,
             "auth.signing_key_file: production needs a signing key"
         );
-        tracing::warn!("no signing key configured: using an ephemeral key (tokens die with this process)");
+        tracing::warn!(
+            "no signing key configured: using an ephemeral key (tokens die with this process)"
+        );
         Ok(Self::generate()?.0)
     }
 

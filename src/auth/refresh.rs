@@ -96,19 +96,23 @@ pub async fn consume(tx: &mut TenantTx<'_>, token: &str) -> AppResult<Rotation> 
     if let Some((user, family)) = consumed {
         return Ok(Rotation::Rotated { user, family });
     }
-    type Known = (UserId, SessionId, Option<chrono::DateTime<Utc>>, Option<chrono::DateTime<Utc>>);
-    let known: Option<Known> =
-        refresh_tokens::table
-            .filter(refresh_tokens::token_hash.eq(&h))
-            .select((
-                refresh_tokens::user_id,
-                refresh_tokens::family_id,
-                refresh_tokens::consumed_at,
-                refresh_tokens::revoked_at,
-            ))
-            .first(tx.conn())
-            .await
-            .optional()?;
+    type Known = (
+        UserId,
+        SessionId,
+        Option<chrono::DateTime<Utc>>,
+        Option<chrono::DateTime<Utc>>,
+    );
+    let known: Option<Known> = refresh_tokens::table
+        .filter(refresh_tokens::token_hash.eq(&h))
+        .select((
+            refresh_tokens::user_id,
+            refresh_tokens::family_id,
+            refresh_tokens::consumed_at,
+            refresh_tokens::revoked_at,
+        ))
+        .first(tx.conn())
+        .await
+        .optional()?;
     match known {
         // Consumed before: reuse, even if an earlier reuse already revoked the family (so every
         // replay, including concurrent ones, gets the same answer). Revoking again is a no-op.

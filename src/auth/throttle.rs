@@ -23,15 +23,19 @@ impl Throttle {
         let quota = Quota::with_period(per / n.get())
             .expect("period is non-zero")
             .allow_burst(n);
-        Self { limiter: Arc::new(RateLimiter::keyed(quota)) }
+        Self {
+            limiter: Arc::new(RateLimiter::keyed(quota)),
+        }
     }
 
     /// Counts one attempt for `key`; 429 with `Retry-After` when over the limit.
     pub fn check(&self, key: &str) -> Result<(), AppError> {
-        self.limiter.check_key(&key.to_string()).map_err(|not_until| {
-            let wait = not_until.wait_time_from(DefaultClock::default().now());
-            AppError::RateLimited(wait.as_secs().max(1))
-        })
+        self.limiter
+            .check_key(&key.to_string())
+            .map_err(|not_until| {
+                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                AppError::RateLimited(wait.as_secs().max(1))
+            })
     }
 
     fn prune(&self) {
@@ -67,7 +71,12 @@ impl Throttles {
 
     /// Drops state of idle keys so memory does not grow with every IP ever seen.
     pub fn prune(&self) {
-        for t in [&self.signup_ip, &self.login_account, &self.login_ip, &self.refresh_ip] {
+        for t in [
+            &self.signup_ip,
+            &self.login_account,
+            &self.login_ip,
+            &self.refresh_ip,
+        ] {
             t.prune();
         }
     }

@@ -59,7 +59,12 @@ impl TokenService {
         validation.set_issuer(&[issuer]);
         validation.set_audience(&[audience]);
         validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
-        Self { issuer: issuer.into(), audience: audience.into(), ttl_secs, validation }
+        Self {
+            issuer: issuer.into(),
+            audience: audience.into(),
+            ttl_secs,
+            validation,
+        }
     }
 
     /// Lifetime in seconds (`expires_in`).
@@ -101,15 +106,21 @@ impl TokenService {
             return Err(AppError::Unauthenticated);
         }
         let header_b64 = token.split('.').next().ok_or(AppError::Unauthenticated)?;
-        let raw = URL_SAFE_NO_PAD.decode(header_b64).map_err(|_| AppError::Unauthenticated)?;
+        let raw = URL_SAFE_NO_PAD
+            .decode(header_b64)
+            .map_err(|_| AppError::Unauthenticated)?;
         let header: serde_json::Map<String, serde_json::Value> =
             serde_json::from_slice(&raw).map_err(|_| AppError::Unauthenticated)?;
         // We understand no critical extensions, so a token that demands one is refused (RFC 7515).
-        if header.contains_key("crit") || header.get("alg").and_then(|a| a.as_str()) != Some("EdDSA")
+        if header.contains_key("crit")
+            || header.get("alg").and_then(|a| a.as_str()) != Some("EdDSA")
         {
             return Err(AppError::Unauthenticated);
         }
-        let kid = header.get("kid").and_then(|k| k.as_str()).ok_or(AppError::Unauthenticated)?;
+        let kid = header
+            .get("kid")
+            .and_then(|k| k.as_str())
+            .ok_or(AppError::Unauthenticated)?;
         // The key comes from our own set by kid, never from the token (`jwk`, `jku` are ignored).
         let key = keys.verifying(kid).ok_or(AppError::Unauthenticated)?;
         jsonwebtoken::decode::<Claims>(token, key, &self.validation)
@@ -130,7 +141,13 @@ mod tests {
         let (keys, _) = Keys::generate().unwrap();
         let svc = TokenService::new("tessera", "tessera-api", 900);
         let t = svc
-            .issue(&keys, UserId::new(), TenantId::new(), "acme", SessionId::new())
+            .issue(
+                &keys,
+                UserId::new(),
+                TenantId::new(),
+                "acme",
+                SessionId::new(),
+            )
             .unwrap();
         let c = svc.verify(&keys, &t).unwrap();
         assert_eq!(c.tslug, "acme");

@@ -45,7 +45,11 @@ pub struct UserView {
 
 impl From<&User> for UserView {
     fn from(u: &User) -> Self {
-        Self { id: u.id, email: u.email.clone(), name: u.name.clone() }
+        Self {
+            id: u.id,
+            email: u.email.clone(),
+            name: u.name.clone(),
+        }
     }
 }
 
@@ -66,7 +70,11 @@ pub fn validate_email(email: &str) -> Result<(), String> {
                 && !domain.starts_with('.')
                 && !domain.ends_with('.')
         });
-    if valid { Ok(()) } else { Err("is not a valid email address".into()) }
+    if valid {
+        Ok(())
+    } else {
+        Err("is not a valid email address".into())
+    }
 }
 
 /// Finds a user by email in the transaction's tenant.

@@ -96,7 +96,10 @@ pub fn paging(
                     errors.push(FieldError::new(
                         "sort",
                         "invalid_value",
-                        format!("must be one of {} (prefix - for descending)", sortable.join(", ")),
+                        format!(
+                            "must be one of {} (prefix - for descending)",
+                            sortable.join(", ")
+                        ),
                     ));
                     default_sort
                 }
@@ -132,7 +135,10 @@ pub struct Page<T> {
 mod tests {
     use super::*;
 
-    const DEFAULT: Sort = Sort { field: "created_at", desc: true };
+    const DEFAULT: Sort = Sort {
+        field: "created_at",
+        desc: true,
+    };
     const FIELDS: &[&str] = &["created_at", "email"];
 
     #[test]
@@ -147,11 +153,25 @@ mod tests {
 
     #[test]
     fn cursors_round_trip_and_bind_to_sort() {
-        let c = Cursor { s: "-created_at".into(), v: "x".into(), id: Uuid::now_v7() };
+        let c = Cursor {
+            s: "-created_at".into(),
+            v: "x".into(),
+            id: Uuid::now_v7(),
+        };
         let mut e = Vec::new();
         let p = paging(None, None, Some(&c.encode()), FIELDS, DEFAULT, &mut e).unwrap();
         assert_eq!(p.after, Some(c.clone()));
-        assert!(paging(None, Some("email"), Some(&c.encode()), FIELDS, DEFAULT, &mut e).is_err());
+        assert!(
+            paging(
+                None,
+                Some("email"),
+                Some(&c.encode()),
+                FIELDS,
+                DEFAULT,
+                &mut e
+            )
+            .is_err()
+        );
         assert!(paging(None, None, Some("garbage!"), FIELDS, DEFAULT, &mut e).is_err());
     }
 }

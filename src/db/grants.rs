@@ -30,7 +30,10 @@ pub fn statements(role: &str, password: Option<&str>) -> Vec<String> {
          END $$"
     )];
     if let Some(pw) = password {
-        out.push(format!("ALTER ROLE {role} PASSWORD '{}'", pw.replace('\'', "''")));
+        out.push(format!(
+            "ALTER ROLE {role} PASSWORD '{}'",
+            pw.replace('\'', "''")
+        ));
     }
     // Citus propagates SET LOCAL to workers only with this setting; harmless on plain Postgres.
     // Setting a placeholder parameter may be refused to a non-superuser owner: not fatal.

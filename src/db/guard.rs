@@ -92,7 +92,12 @@ pub async fn run(door: &Door) -> anyhow::Result<Vec<Check>> {
         .await
         .map_err(|e| anyhow::anyhow!("running the RLS guard: {e}"))?;
     let (flags, escalations, owned, unforced, no_policy, count) = result;
-    let list = |rows: &[Row]| rows.iter().map(|r| r.item.as_str()).collect::<Vec<_>>().join(", ");
+    let list = |rows: &[Row]| {
+        rows.iter()
+            .map(|r| r.item.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     let tables = count.into_iter().next().map(|r| r.item).unwrap_or_default();
     Ok(vec![
         Check {
@@ -114,7 +119,11 @@ pub async fn run(door: &Door) -> anyhow::Result<Vec<Check>> {
         Check {
             name: "role owns no tenant table",
             passed: owned.is_empty(),
-            detail: if owned.is_empty() { "ok".into() } else { format!("owns: {}", list(&owned)) },
+            detail: if owned.is_empty() {
+                "ok".into()
+            } else {
+                format!("owns: {}", list(&owned))
+            },
         },
         Check {
             name: "RLS enabled and forced on every tenant table",
@@ -130,7 +139,11 @@ pub async fn run(door: &Door) -> anyhow::Result<Vec<Check>> {
         Check {
             name: "every tenant table has a USING + WITH CHECK policy",
             passed: no_policy.is_empty(),
-            detail: if no_policy.is_empty() { "ok".into() } else { format!("missing: {}", list(&no_policy)) },
+            detail: if no_policy.is_empty() {
+                "ok".into()
+            } else {
+                format!("missing: {}", list(&no_policy))
+            },
         },
     ])
 }

@@ -12,7 +12,11 @@ use super::grants;
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 
 /// Applies pending migrations and the app role's grants; returns the versions applied.
-pub async fn run(owner_url: &str, app_role: &str, app_password: Option<&str>) -> anyhow::Result<Vec<String>> {
+pub async fn run(
+    owner_url: &str,
+    app_role: &str,
+    app_password: Option<&str>,
+) -> anyhow::Result<Vec<String>> {
     let url = owner_url.to_string();
     let role = app_role.to_string();
     let password = app_password.map(str::to_owned);

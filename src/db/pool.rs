@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use diesel_async::AsyncPgConnection;
 use diesel_async::pooled_connection::deadpool::Pool;
-use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod};
+use diesel_async::pooled_connection::{
+    AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
+};
 
 use crate::config::DatabaseConfig;
 
@@ -20,7 +22,8 @@ pub fn build(url: &str, cfg: &DatabaseConfig) -> anyhow::Result<PgPool> {
     // already discarded: diesel-async flags a connection whose transaction was interrupted, and
     // a dead socket fails its next statement, which the request maps to 503.
     manager_config.recycling_method = RecyclingMethod::Fast;
-    let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(url, manager_config);
+    let manager =
+        AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(url, manager_config);
     let wait = Duration::from_millis(cfg.acquire_timeout_ms);
     Ok(Pool::builder(manager)
         .max_size(cfg.pool_size)

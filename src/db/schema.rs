@@ -128,6 +128,13 @@ diesel::table! {
 }
 
 diesel::allow_tables_to_appear_in_same_query!(
-    tenants, users, roles, role_permissions, user_roles, refresh_tokens, contacts, audit_events,
+    tenants,
+    users,
+    roles,
+    role_permissions,
+    user_roles,
+    refresh_tokens,
+    contacts,
+    audit_events,
     idempotency_keys,
 );

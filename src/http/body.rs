@@ -54,7 +54,8 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
             }
             let mut buf = BytesMut::new();
             while let Some(chunk) = payload.next().await {
-                let chunk = chunk.map_err(|_| AppError::Malformed("could not read the body".into()))?;
+                let chunk =
+                    chunk.map_err(|_| AppError::Malformed("could not read the body".into()))?;
                 if buf.len() + chunk.len() > limit {
                     return Err(AppError::PayloadTooLarge);
                 }
@@ -84,17 +85,35 @@ pub fn parse<T: DeserializeOwned>(raw: &[u8]) -> Result<T, AppError> {
 }
 
 fn field_error(path: &str, msg: &str) -> FieldError {
-    let base = if path == "." { String::new() } else { path.to_string() };
-    let join = |name: &str| if base.is_empty() { name.to_string() } else { format!("{base}.{name}") };
+    let base = if path == "." {
+        String::new()
+    } else {
+        path.to_string()
+    };
+    let join = |name: &str| {
+        if base.is_empty() {
+            name.to_string()
+        } else {
+            format!("{base}.{name}")
+        }
+    };
     let message = msg.split(" at line ").next().unwrap_or(msg).to_string();
     if let Some(name) = backticked(&message, "unknown field `") {
         // serde_path_to_error already puts the unknown key at the end of the path.
-        let field = if base == name || base.ends_with(&format!(".{name}")) { base.clone() } else { join(&name) };
+        let field = if base == name || base.ends_with(&format!(".{name}")) {
+            base.clone()
+        } else {
+            join(&name)
+        };
         FieldError::new(field, "unknown_field", "is not a recognized field")
     } else if let Some(name) = backticked(&message, "missing field `") {
         FieldError::new(join(&name), "required", "is required")
     } else {
-        let field = if base.is_empty() { "body".to_string() } else { base };
+        let field = if base.is_empty() {
+            "body".to_string()
+        } else {
+            base
+        };
         FieldError::new(field, "invalid_type", message)
     }
 }
@@ -132,8 +151,14 @@ mod tests {
 
     #[test]
     fn maps_errors_to_fields() {
-        assert_eq!(codes(r#"{"user": {"email": 1}}"#), ("user.email".into(), "invalid_type".into()));
-        assert_eq!(codes(r#"{"user": {}}"#), ("user.email".into(), "required".into()));
+        assert_eq!(
+            codes(r#"{"user": {"email": 1}}"#),
+            ("user.email".into(), "invalid_type".into())
+        );
+        assert_eq!(
+            codes(r#"{"user": {}}"#),
+            ("user.email".into(), "required".into())
+        );
         assert_eq!(
             codes(r#"{"user": {"email": "a", "tenant_id": "x"}}"#),
             ("user.tenant_id".into(), "unknown_field".into())

@@ -46,7 +46,10 @@ impl RouteTable {
                 if methods.iter().any(|m| m == "GET") {
                     methods.push("HEAD".into());
                 }
-                (Regex::new(&pattern).expect("route templates are valid patterns"), methods)
+                (
+                    Regex::new(&pattern).expect("route templates are valid patterns"),
+                    methods,
+                )
             })
             .collect();
         Self { routes }
@@ -62,7 +65,10 @@ impl RouteTable {
 }
 
 /// The app's default service.
-pub async fn handle(req: HttpRequest, table: web::Data<RouteTable>) -> Result<HttpResponse, AppError> {
+pub async fn handle(
+    req: HttpRequest,
+    table: web::Data<RouteTable>,
+) -> Result<HttpResponse, AppError> {
     Err(match table.allowed(req.path()) {
         Some(allow) => AppError::MethodNotAllowed(allow),
         None => AppError::NotFound,

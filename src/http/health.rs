@@ -38,9 +38,11 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, AppError
         .door
         .platform(true, |tx| {
             async move {
-                let v: Version = diesel::sql_query("SELECT max(version) AS version FROM __diesel_schema_migrations")
-                    .get_result(tx.conn())
-                    .await?;
+                let v: Version = diesel::sql_query(
+                    "SELECT max(version) AS version FROM __diesel_schema_migrations",
+                )
+                .get_result(tx.conn())
+                .await?;
                 Ok(v.version)
             }
             .scope_boxed()
@@ -48,7 +50,9 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, AppError
         .await
         .map_err(|e| match e {
             AppError::Unavailable(m, s) => AppError::Unavailable(m, s),
-            other => AppError::Unavailable(other.to_string(), state.config.database.retry_after_secs),
+            other => {
+                AppError::Unavailable(other.to_string(), state.config.database.retry_after_secs)
+            }
         })?;
     let expected = migrate::latest_version();
     if applied.as_deref() != Some(expected.as_str()) {
@@ -64,14 +68,18 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, AppError
 #[utoipa::path(tag = "ops", responses((status = 200, description = "OpenAPI document")))]
 #[get("/openapi.json")]
 pub async fn openapi_json(doc: web::Data<ApiJson>) -> HttpResponse {
-    HttpResponse::Ok().content_type("application/json").body(doc.json.clone())
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(doc.json.clone())
 }
 
 /// Human-readable API reference.
 #[utoipa::path(tag = "ops", responses((status = 200, description = "HTML API reference")))]
 #[get("/docs")]
 pub async fn docs(doc: web::Data<ApiJson>) -> HttpResponse {
-    HttpResponse::Ok().content_type("text/html; charset=utf-8").body(doc.html.clone())
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .body(doc.html.clone())
 }
 
 /// The rendered OpenAPI document and docs page, built once per worker.

@@ -37,7 +37,9 @@ pub struct Key {
 impl Key {
     /// Reads the header; `Ok(None)` if absent, 422 if malformed.
     pub fn from_request(req: &HttpRequest, body: &[u8]) -> AppResult<Option<Key>> {
-        let Some(v) = req.headers().get(HEADER) else { return Ok(None) };
+        let Some(v) = req.headers().get(HEADER) else {
+            return Ok(None);
+        };
         let key = v.to_str().ok().filter(|k| {
             !k.is_empty() && k.len() <= MAX_LEN && k.bytes().all(|b| (0x21..0x7f).contains(&b))
         });
@@ -54,7 +56,10 @@ impl Key {
         h.update(req.path());
         h.update([0]);
         h.update(body);
-        Ok(Some(Key { key: key.to_string(), fingerprint: h.finalize().to_vec() }))
+        Ok(Some(Key {
+            key: key.to_string(),
+            fingerprint: h.finalize().to_vec(),
+        }))
     }
 }
 

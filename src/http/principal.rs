@@ -35,7 +35,9 @@ impl FromRequest for HostTenant {
                 HostTarget::Root => Ok(HostTenant(None)),
                 HostTarget::Tenant(slug) => {
                     let tenant = state.directory.by_slug(&slug).await?;
-                    let tenant = tenant.filter(|t| !t.is_deleted()).ok_or(AppError::TenantNotFound)?;
+                    let tenant = tenant
+                        .filter(|t| !t.is_deleted())
+                        .ok_or(AppError::TenantNotFound)?;
                     if tenant.is_suspended() {
                         return Err(AppError::TenantSuspended);
                     }
@@ -74,7 +76,11 @@ pub struct Principal {
 impl Principal {
     /// Authorization: the one place permissions are checked.
     pub fn require(&self, permission: &'static str) -> Result<(), AppError> {
-        if self.grants.allows(permission) { Ok(()) } else { Err(AppError::Forbidden(permission)) }
+        if self.grants.allows(permission) {
+            Ok(())
+        } else {
+            Err(AppError::Forbidden(permission))
+        }
     }
 
     /// The acting user.
@@ -91,7 +97,10 @@ impl Principal {
 
     /// The transaction scope for this caller.
     pub fn scope(&self) -> TxScope {
-        TxScope { tenant: self.tenant.id, user: Some(self.user_id()) }
+        TxScope {
+            tenant: self.tenant.id,
+            user: Some(self.user_id()),
+        }
     }
 }
 
@@ -111,19 +120,7 @@ impl FromRequest for Principal {
             // Stage 2: authenticate.
             let token = bearer?.ok_or(AppError::Unauthenticated)?;
             let claims = state.tokens.verify(&state.keys, &token)?;
-            let claimed = TenantId(claims.tid);
-            let tenant = match host_tenant {
-                Some(t) if t.id != claimed => return Err(AppError::TenantMismatch),
-                Some(t) => t,
-                None => {
-                    let t = state.directory.by_id(claimed).await?;
-                    let t = t.filter(|t| !t.is_deleted()).ok_or(AppError::Unauthenticated)?;
-                    if t.is_suspended() {
-                        return Err(AppError::TenantSuspended);
-                    }
-                    t
-                }
-            };
+            let tenant = credential_tenant(&state, host_tenant, TenantId(claims.tid)).await?;
             let user = UserId(claims.sub);
             let session = SessionId(claims.sid);
             let grants = state
@@ -135,8 +132,36 @@ impl FromRequest for Principal {
             span.record("tenant.id", tracing::field::display(tenant.id));
             span.record("user.id", tracing::field::display(user));
             // Stage 3, rate limiting per tenant, is added by the plans & limits issue.
-            Ok(Principal { tenant, actor: Actor::User { id: user, session }, grants, audit })
+            Ok(Principal {
+                tenant,
+                actor: Actor::User { id: user, session },
+                grants,
+                audit,
+            })
         })
+    }
+}
+
+/// The tenant a credential may act in: the host's, which must equal the credential's own
+/// (`401 tenant_mismatch`), or on the root host the credential's (gone → 401, suspended → 403).
+pub async fn credential_tenant(
+    state: &AppState,
+    host_tenant: Option<Arc<Tenant>>,
+    claimed: TenantId,
+) -> Result<Arc<Tenant>, AppError> {
+    match host_tenant {
+        Some(t) if t.id != claimed => Err(AppError::TenantMismatch),
+        Some(t) => Ok(t),
+        None => {
+            let t = state.directory.by_id(claimed).await?;
+            let t = t
+                .filter(|t| !t.is_deleted())
+                .ok_or(AppError::Unauthenticated)?;
+            if t.is_suspended() {
+                return Err(AppError::TenantSuspended);
+            }
+            Ok(t)
+        }
     }
 }
 
@@ -186,9 +211,9 @@ pub fn client_ip(req: &HttpRequest) -> Option<IpAddr> {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.split(',').next())
             .and_then(|v| v.trim().parse().ok())
-        {
-            return Some(ip);
-        }
+    {
+        return Some(ip);
+    }
     req.peer_addr().map(|a| a.ip())
 }
 

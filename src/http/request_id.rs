@@ -26,7 +26,9 @@ pub fn current() -> Option<String> {
 fn valid(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 128
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 /// Middleware: assigns the id, opens the request span, logs the outcome.
@@ -64,7 +66,10 @@ pub async fn middleware(
         HeaderValue::from_static("nosniff"),
     );
     let status = res.status().as_u16();
-    let route = res.request().match_pattern().unwrap_or_else(|| "<unmatched>".into());
+    let route = res
+        .request()
+        .match_pattern()
+        .unwrap_or_else(|| "<unmatched>".into());
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
     span.in_scope(|| {
         if status >= 500 {

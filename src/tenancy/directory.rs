@@ -26,8 +26,14 @@ impl Directory {
     pub fn new(door: Door, ttl: Duration) -> Self {
         Self {
             door,
-            by_slug: Cache::builder().max_capacity(100_000).time_to_live(ttl).build(),
-            by_id: Cache::builder().max_capacity(100_000).time_to_live(ttl).build(),
+            by_slug: Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(ttl)
+                .build(),
+            by_id: Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(ttl)
+                .build(),
         }
     }
 
@@ -53,7 +59,8 @@ impl Directory {
         self.by_id
             .try_get_with(id, async move {
                 door.platform(true, |tx| {
-                    async move { Ok(model::by_id(tx.conn(), id).await?.map(Arc::new)) }.scope_boxed()
+                    async move { Ok(model::by_id(tx.conn(), id).await?.map(Arc::new)) }
+                        .scope_boxed()
                 })
                 .await
             })

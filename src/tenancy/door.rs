@@ -83,13 +83,18 @@ pub struct Door {
 impl Door {
     /// Takes sole ownership of `pool`.
     pub fn new(pool: PgPool, retry_after_secs: u64) -> Self {
-        Self { pool, retry_after_secs }
+        Self {
+            pool,
+            retry_after_secs,
+        }
     }
 
     /// Runs `f` in a READ ONLY tenant transaction.
     pub async fn read<'a, R, F>(&self, scope: TxScope, f: F) -> AppResult<R>
     where
-        F: for<'r> FnOnce(&'r mut TenantTx<'_>) -> ScopedBoxFuture<'a, 'r, AppResult<R>> + Send + 'a,
+        F: for<'r> FnOnce(&'r mut TenantTx<'_>) -> ScopedBoxFuture<'a, 'r, AppResult<R>>
+            + Send
+            + 'a,
         R: Send + 'a,
     {
         self.tenant_tx(scope, true, f).await
@@ -98,7 +103,9 @@ impl Door {
     /// Runs `f` in a read-write tenant transaction; commits if it returns `Ok`.
     pub async fn write<'a, R, F>(&self, scope: TxScope, f: F) -> AppResult<R>
     where
-        F: for<'r> FnOnce(&'r mut TenantTx<'_>) -> ScopedBoxFuture<'a, 'r, AppResult<R>> + Send + 'a,
+        F: for<'r> FnOnce(&'r mut TenantTx<'_>) -> ScopedBoxFuture<'a, 'r, AppResult<R>>
+            + Send
+            + 'a,
         R: Send + 'a,
     {
         self.tenant_tx(scope, false, f).await
@@ -107,12 +114,18 @@ impl Door {
     /// Runs `f` in a platform transaction (no tenant context).
     pub async fn platform<'a, R, F>(&self, read_only: bool, f: F) -> AppResult<R>
     where
-        F: for<'r> FnOnce(&'r mut PlatformTx<'_>) -> ScopedBoxFuture<'a, 'r, AppResult<R>> + Send + 'a,
+        F: for<'r> FnOnce(&'r mut PlatformTx<'_>) -> ScopedBoxFuture<'a, 'r, AppResult<R>>
+            + Send
+            + 'a,
         R: Send + 'a,
     {
         let mut obj = self.checkout().await?;
         let conn: &mut AsyncPgConnection = &mut obj;
-        let begin = if read_only { "BEGIN READ ONLY" } else { "BEGIN" };
+        let begin = if read_only {
+            "BEGIN READ ONLY"
+        } else {
+            "BEGIN"
+        };
         AnsiTransactionManager::begin_transaction_sql(conn, begin)
             .await
             .map_err(|e| self.db_error(e))?;
@@ -154,7 +167,9 @@ impl Door {
 
     async fn tenant_tx<'a, R, F>(&self, scope: TxScope, read_only: bool, f: F) -> AppResult<R>
     where
-        F: for<'r> FnOnce(&'r mut TenantTx<'_>) -> ScopedBoxFuture<'a, 'r, AppResult<R>> + Send + 'a,
+        F: for<'r> FnOnce(&'r mut TenantTx<'_>) -> ScopedBoxFuture<'a, 'r, AppResult<R>>
+            + Send
+            + 'a,
         R: Send + 'a,
     {
         let mut obj = self.checkout().await?;
@@ -167,7 +182,9 @@ impl Door {
         finish(tx.conn, result).await
     }
 
-    async fn checkout(&self) -> AppResult<diesel_async::pooled_connection::deadpool::Object<AsyncPgConnection>> {
+    async fn checkout(
+        &self,
+    ) -> AppResult<diesel_async::pooled_connection::deadpool::Object<AsyncPgConnection>> {
         self.pool.get().await.map_err(|e| {
             AppError::Unavailable(format!("database pool: {e}"), self.retry_after_secs)
         })
@@ -190,8 +207,15 @@ impl Door {
 /// never from request text: SET takes no bind parameters.
 fn begin_sql(scope: TxScope, read_only: bool) -> String {
     let mut sql = String::with_capacity(128);
-    sql.push_str(if read_only { "BEGIN READ ONLY; " } else { "BEGIN; " });
-    sql.push_str(&format!("SET LOCAL app.tenant_id = '{}'", scope.tenant.as_uuid()));
+    sql.push_str(if read_only {
+        "BEGIN READ ONLY; "
+    } else {
+        "BEGIN; "
+    });
+    sql.push_str(&format!(
+        "SET LOCAL app.tenant_id = '{}'",
+        scope.tenant.as_uuid()
+    ));
     if let Some(user) = scope.user {
         sql.push_str(&format!("; SET LOCAL app.user_id = '{}'", user.as_uuid()));
     }
@@ -233,7 +257,9 @@ impl Drop for Checkout {
 async fn finish<R>(conn: &mut AsyncPgConnection, result: AppResult<R>) -> AppResult<R> {
     match result {
         Ok(value) => {
-            AnsiTransactionManager::commit_transaction(conn).await.map_err(AppError::from)?;
+            AnsiTransactionManager::commit_transaction(conn)
+                .await
+                .map_err(AppError::from)?;
             Ok(value)
         }
         Err(e) => {

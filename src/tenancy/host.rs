@@ -2,8 +2,9 @@
 //! way in is the credential.
 
 /// Slugs that always mean the root host.
-pub const RESERVED: &[&str] =
-    &["api", "www", "app", "admin", "platform", "auth", "docs", "status", "mail", "static"];
+pub const RESERVED: &[&str] = &[
+    "api", "www", "app", "admin", "platform", "auth", "docs", "status", "mail", "static",
+];
 
 /// What the `Host` header addresses.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,7 +19,10 @@ pub enum HostTarget {
 pub fn target(host: &str, base_domain: &str) -> HostTarget {
     let host = strip_port(host).trim_end_matches('.').to_ascii_lowercase();
     let base = base_domain.trim_end_matches('.').to_ascii_lowercase();
-    let Some(label) = host.strip_suffix(&base).and_then(|rest| rest.strip_suffix('.')) else {
+    let Some(label) = host
+        .strip_suffix(&base)
+        .and_then(|rest| rest.strip_suffix('.'))
+    else {
         return HostTarget::Root;
     };
     // Only a single label directly under the base domain names a tenant.
@@ -53,8 +57,14 @@ mod tests {
 
     #[test]
     fn classifies_hosts() {
-        assert_eq!(target("acme.localhost:8080", "localhost"), HostTarget::Tenant("acme".into()));
-        assert_eq!(target("ACME.Example.com", "example.com"), HostTarget::Tenant("acme".into()));
+        assert_eq!(
+            target("acme.localhost:8080", "localhost"),
+            HostTarget::Tenant("acme".into())
+        );
+        assert_eq!(
+            target("ACME.Example.com", "example.com"),
+            HostTarget::Tenant("acme".into())
+        );
         assert_eq!(target("localhost:8080", "localhost"), HostTarget::Root);
         assert_eq!(target("api.localhost", "localhost"), HostTarget::Root);
         assert_eq!(target("a.b.localhost", "localhost"), HostTarget::Root);

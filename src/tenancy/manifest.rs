@@ -104,11 +104,16 @@ pub fn load_dir(dir: &Path) -> anyhow::Result<Vec<Manifest>> {
     let mut out = Vec::with_capacity(files.len());
     for file in files {
         let text = std::fs::read_to_string(&file)?;
-        let m: Manifest =
-            toml::from_str(&text).with_context(|| format!("{}: invalid manifest", file.display()))?;
+        let m: Manifest = toml::from_str(&text)
+            .with_context(|| format!("{}: invalid manifest", file.display()))?;
         validate(&m).with_context(|| format!("{}", file.display()))?;
         if let Some(prev) = seen.insert(m.slug.clone(), file.clone()) {
-            bail!("slug `{}` appears in both {} and {}", m.slug, prev.display(), file.display());
+            bail!(
+                "slug `{}` appears in both {} and {}",
+                m.slug,
+                prev.display(),
+                file.display()
+            );
         }
         out.push(m);
     }
@@ -148,13 +153,21 @@ pub async fn apply(
         .await
         .map_err(anyhow_of)?;
     if let (Some(t), Some(id)) = (&existing, m.id)
-        && t.id.as_uuid() != id {
-            bail!("slug `{}` already belongs to tenant {}, not {id}", m.slug, t.id);
-        }
-    let tenant_id = existing.as_ref().map(|t| t.id).unwrap_or_else(|| match m.id {
-        Some(id) => TenantId(id),
-        None => TenantId::new(),
-    });
+        && t.id.as_uuid() != id
+    {
+        bail!(
+            "slug `{}` already belongs to tenant {}, not {id}",
+            m.slug,
+            t.id
+        );
+    }
+    let tenant_id = existing
+        .as_ref()
+        .map(|t| t.id)
+        .unwrap_or_else(|| match m.id {
+            Some(id) => TenantId(id),
+            None => TenantId::new(),
+        });
     // Hash passwords before the transaction: argon2 is deliberately slow.
     let mut prepared = Vec::new();
     for u in &m.users {
@@ -180,7 +193,10 @@ pub async fn apply(
             async move {
                 let tenant = if created {
                     let t = Tenant::new(tenant_id, &m2.slug, &m2.name, &m2.plan);
-                    diesel::insert_into(tenants::table).values(&t).execute(tx.conn()).await?;
+                    diesel::insert_into(tenants::table)
+                        .values(&t)
+                        .execute(tx.conn())
+                        .await?;
                     t
                 } else {
                     diesel::update(tenants::table.find(tenant_id))
@@ -193,14 +209,19 @@ pub async fn apply(
                         ))
                         .execute(tx.conn())
                         .await?;
-                    model::by_id(tx.conn(), tenant_id).await?.ok_or(AppError::NotFound)?
+                    model::by_id(tx.conn(), tenant_id)
+                        .await?
+                        .ok_or(AppError::NotFound)?
                 };
                 let role_ids = roles::ensure_system_roles(tx).await?;
                 let mut out = Vec::new();
                 for (u, _plain, generated, hash) in prepared {
                     let (user, was_created) = match users::by_email(tx, &u.email).await? {
                         Some(existing) => (existing, false),
-                        None => (users::insert(tx, &u.email, &u.name, Some(&hash)).await?, true),
+                        None => (
+                            users::insert(tx, &u.email, &u.name, Some(&hash)).await?,
+                            true,
+                        ),
                     };
                     for r in &u.roles {
                         roles::assign(tx, user.id, role_ids[r.as_str()]).await?;
@@ -217,7 +238,11 @@ pub async fn apply(
         })
         .await
         .map_err(anyhow_of)?;
-    Ok(Applied { tenant, created, users: users_out })
+    Ok(Applied {
+        tenant,
+        created,
+        users: users_out,
+    })
 }
 
 fn anyhow_of(e: AppError) -> anyhow::Error {

@@ -40,7 +40,8 @@ pub struct Tenant {
 impl Tenant {
     /// A new active tenant.
     pub fn new(id: TenantId, slug: &str, name: &str, plan: &str) -> Self {
-        let now = Utc::now();
+        // Postgres keeps microseconds: a response must show the timestamp as it is stored.
+        let now = chrono::SubsecRound::trunc_subsecs(Utc::now(), 6);
         Self {
             id,
             slug: slug.into(),

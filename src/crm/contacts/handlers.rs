@@ -57,9 +57,21 @@ pub struct ListQuery {
     q: Option<String>,
 }
 
-const DEFAULT_SORT: Sort = Sort { field: "created_at", desc: true };
-const LIST_PARAMS: &[&str] =
-    &["limit", "cursor", "sort", "email", "account_id", "owner_id", "lifecycle_stage", "tag", "q"];
+const DEFAULT_SORT: Sort = Sort {
+    field: "created_at",
+    desc: true,
+};
+const LIST_PARAMS: &[&str] = &[
+    "limit",
+    "cursor",
+    "sort",
+    "email",
+    "account_id",
+    "owner_id",
+    "lifecycle_stage",
+    "tag",
+    "q",
+];
 
 fn etag(version: i64) -> (header::HeaderName, String) {
     (header::ETAG, format!("\"{version}\""))
@@ -68,7 +80,12 @@ fn etag(version: i64) -> (header::HeaderName, String) {
 /// `If-Match` → `Some(expected)` to check (`Some(None)` if unparsable: matches nothing), or
 /// `None` when absent or `*`.
 fn if_match(req: &HttpRequest) -> Option<Option<i64>> {
-    let v = req.headers().get(header::IF_MATCH)?.to_str().ok().map(str::trim);
+    let v = req
+        .headers()
+        .get(header::IF_MATCH)?
+        .to_str()
+        .ok()
+        .map(str::trim);
     match v {
         Some("*") => None,
         Some(v) => Some(v.trim_start_matches("W/").trim_matches('"').parse().ok()),
@@ -99,20 +116,34 @@ pub async fn list_contacts(
     req: HttpRequest,
 ) -> AppResult<HttpResponse> {
     principal.require(CONTACTS_READ)?;
-    let params: HashMap<String, String> = web::Query::<HashMap<String, String>>::from_query(req.query_string())
-        .map_err(|_| AppError::Malformed("query string is malformed".into()))?
-        .into_inner();
+    let params: HashMap<String, String> =
+        web::Query::<HashMap<String, String>>::from_query(req.query_string())
+            .map_err(|_| AppError::Malformed("query string is malformed".into()))?
+            .into_inner();
     let mut errors = Vec::new();
     for k in params.keys() {
         if !LIST_PARAMS.contains(&k.as_str()) {
-            errors.push(FieldError::new(k.clone(), "unknown_parameter", "is not a recognized parameter"));
+            errors.push(FieldError::new(
+                k.clone(),
+                "unknown_parameter",
+                "is not a recognized parameter",
+            ));
         }
     }
     let get = |k: &str| params.get(k).map(String::as_str);
-    let paging = list::paging(get("limit"), get("sort"), get("cursor"), SORTABLE, DEFAULT_SORT, &mut errors)?;
+    let paging = list::paging(
+        get("limit"),
+        get("sort"),
+        get("cursor"),
+        SORTABLE,
+        DEFAULT_SORT,
+        &mut errors,
+    )?;
     let uuid_param = |k: &str, errors: &mut Vec<FieldError>| -> Option<Uuid> {
         let v = get(k)?;
-        v.parse().map_err(|_| errors.push(FieldError::new(k, "invalid_format", "must be a UUID"))).ok()
+        v.parse()
+            .map_err(|_| errors.push(FieldError::new(k, "invalid_format", "must be a UUID")))
+            .ok()
     };
     let filters = Filters {
         email: get("email").map(str::to_owned),
@@ -120,18 +151,28 @@ pub async fn list_contacts(
         owner_id: uuid_param("owner_id", &mut errors),
         lifecycle_stage: get("lifecycle_stage").map(str::to_owned),
         tag: get("tag").map(str::to_owned),
-        q: get("q").map(str::trim).filter(|q| !q.is_empty()).map(str::to_owned),
+        q: get("q")
+            .map(str::trim)
+            .filter(|q| !q.is_empty())
+            .map(str::to_owned),
     };
     if let Some(s) = &filters.lifecycle_stage
-        && !LIFECYCLE_STAGES.contains(&s.as_str()) {
-            errors.push(FieldError::new("lifecycle_stage", "invalid_value", "unknown lifecycle stage"));
-        }
+        && !LIFECYCLE_STAGES.contains(&s.as_str())
+    {
+        errors.push(FieldError::new(
+            "lifecycle_stage",
+            "invalid_value",
+            "unknown lifecycle stage",
+        ));
+    }
     if !errors.is_empty() {
         return Err(AppError::Validation(errors));
     }
     let page = state
         .door
-        .read(principal.scope(), |tx| async move { repo::list(tx, &filters, &paging).await }.scope_boxed())
+        .read(principal.scope(), |tx| {
+            async move { repo::list(tx, &filters, &paging).await }.scope_boxed()
+        })
         .await?;
     Ok(HttpResponse::Ok().json(ContactPage {
         data: page.data.into_iter().map(ContactView::from).collect(),
@@ -167,9 +208,10 @@ pub async fn create_contact(
     }
     let scope = principal.scope();
     if let Some(key) = &key
-        && let Claim::Replay(stored) = idempotency::claim(&state.door, scope, key).await? {
-            return Ok(stored.into_response());
-        }
+        && let Claim::Replay(stored) = idempotency::claim(&state.door, scope, key).await?
+    {
+        return Ok(stored.into_response());
+    }
     let ctx = principal.audit.clone();
     let actor = principal.user_id().as_uuid();
     let key2 = key.clone();
@@ -196,7 +238,8 @@ pub async fn create_contact(
                 let location = format!("/v1/contacts/{}", view.id);
                 let body = serde_json::to_value(&view).map_err(AppError::internal)?;
                 if let Some(key) = &key2 {
-                    let headers = json!({"Location": location, "ETag": format!("\"{}\"", view.version)});
+                    let headers =
+                        json!({"Location": location, "ETag": format!("\"{}\"", view.version)});
                     idempotency::complete(tx, key, StatusCode::CREATED, headers, &body).await?;
                 }
                 Ok((view, location))
@@ -243,7 +286,9 @@ pub async fn get_contact(
         .read_one(principal.scope(), |conn| repo::find_live(conn, tenant, id))
         .await?
         .ok_or(AppError::NotFound)?;
-    Ok(HttpResponse::Ok().insert_header(etag(contact.version)).json(ContactView::from(contact)))
+    Ok(HttpResponse::Ok()
+        .insert_header(etag(contact.version))
+        .json(ContactView::from(contact)))
 }
 
 /// Partially update a contact. `If-Match: "<version>"` guards against lost updates.
@@ -281,11 +326,14 @@ pub async fn update_contact(
         .door
         .write(principal.scope(), |tx| {
             async move {
-                let current = repo::get_for_update(tx, id).await?.ok_or(AppError::NotFound)?;
+                let current = repo::get_for_update(tx, id)
+                    .await?
+                    .ok_or(AppError::NotFound)?;
                 if let Some(expected) = expected
-                    && expected != Some(current.version) {
-                        return Err(AppError::VersionConflict);
-                    }
+                    && expected != Some(current.version)
+                {
+                    return Err(AppError::VersionConflict);
+                }
                 let before = ContactValues::of(&current);
                 let after = before.clone().patched(patch);
                 let errors = after.validate();
@@ -315,7 +363,9 @@ pub async fn update_contact(
             .scope_boxed()
         })
         .await?;
-    Ok(HttpResponse::Ok().insert_header(etag(updated.version)).json(ContactView::from(updated)))
+    Ok(HttpResponse::Ok()
+        .insert_header(etag(updated.version))
+        .json(ContactView::from(updated)))
 }
 
 /// Delete (soft) a contact.
@@ -348,7 +398,9 @@ pub async fn delete_contact(
         .door
         .write(principal.scope(), |tx| {
             async move {
-                let current = repo::get_for_update(tx, id).await?.ok_or(AppError::NotFound)?;
+                let current = repo::get_for_update(tx, id)
+                    .await?
+                    .ok_or(AppError::NotFound)?;
                 if expected.is_some_and(|v| v != Some(current.version)) {
                     return Err(AppError::VersionConflict);
                 }

@@ -12,8 +12,16 @@ use crate::error::FieldError;
 use crate::ids::{ContactId, TenantId};
 
 /// Allowed `lifecycle_stage` values.
-pub const LIFECYCLE_STAGES: &[&str] =
-    &["subscriber", "lead", "mql", "sql", "opportunity", "customer", "evangelist", "other"];
+pub const LIFECYCLE_STAGES: &[&str] = &[
+    "subscriber",
+    "lead",
+    "mql",
+    "sql",
+    "opportunity",
+    "customer",
+    "evangelist",
+    "other",
+];
 /// Most keys a `custom` object may hold.
 pub const MAX_CUSTOM_KEYS: usize = 50;
 /// Most tags per contact.
@@ -188,7 +196,9 @@ pub struct ContactPatch {
 }
 
 /// Distinguishes "field present with null" from "field absent".
-fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(d).map(Some)
 }
 
@@ -258,7 +268,16 @@ impl ContactValues {
         macro_rules! set {
             ($($f:ident),*) => { $( if let Some(v) = p.$f { self.$f = v; } )* };
         }
-        set!(first_name, last_name, email, phone, title, account_id, owner_id, lifecycle_stage);
+        set!(
+            first_name,
+            last_name,
+            email,
+            phone,
+            title,
+            account_id,
+            owner_id,
+            lifecycle_stage
+        );
         if let Some(tags) = p.tags {
             self.tags = tags.unwrap_or_default();
         }
@@ -302,26 +321,40 @@ impl ContactValues {
             ("title", &self.title),
         ] {
             if v.as_ref().is_some_and(|s| s.chars().count() > MAX_TEXT) {
-                errors.push(FieldError::new(name, "too_long", format!("must be at most {MAX_TEXT} characters")));
+                errors.push(FieldError::new(
+                    name,
+                    "too_long",
+                    format!("must be at most {MAX_TEXT} characters"),
+                ));
             }
         }
         if let Some(e) = &self.email
-            && let Err(m) = crate::auth::users::validate_email(e) {
-                errors.push(FieldError::new("email", "invalid_format", m));
-            }
+            && let Err(m) = crate::auth::users::validate_email(e)
+        {
+            errors.push(FieldError::new("email", "invalid_format", m));
+        }
         if let Some(stage) = &self.lifecycle_stage
-            && !LIFECYCLE_STAGES.contains(&stage.as_str()) {
-                errors.push(FieldError::new(
-                    "lifecycle_stage",
-                    "invalid_value",
-                    format!("must be one of {}", LIFECYCLE_STAGES.join(", ")),
-                ));
-            }
+            && !LIFECYCLE_STAGES.contains(&stage.as_str())
+        {
+            errors.push(FieldError::new(
+                "lifecycle_stage",
+                "invalid_value",
+                format!("must be one of {}", LIFECYCLE_STAGES.join(", ")),
+            ));
+        }
         if self.tags.len() > MAX_TAGS {
-            errors.push(FieldError::new("tags", "too_many", format!("at most {MAX_TAGS} tags")));
+            errors.push(FieldError::new(
+                "tags",
+                "too_many",
+                format!("at most {MAX_TAGS} tags"),
+            ));
         }
         if self.tags.iter().any(|t| t.chars().count() > 64) {
-            errors.push(FieldError::new("tags", "too_long", "each tag must be at most 64 characters"));
+            errors.push(FieldError::new(
+                "tags",
+                "too_long",
+                "each tag must be at most 64 characters",
+            ));
         }
         if self.custom.len() > MAX_CUSTOM_KEYS {
             errors.push(FieldError::new(
@@ -333,7 +366,8 @@ impl ContactValues {
         for (k, v) in &self.custom {
             let key_ok = k.len() <= 64
                 && k.starts_with(|c: char| c.is_ascii_lowercase())
-                && k.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+                && k.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
             if !key_ok {
                 errors.push(FieldError::new(
                     format!("custom.{k}"),
@@ -347,11 +381,13 @@ impl ContactValues {
                     "not_scalar",
                     "values must be strings, numbers or booleans",
                 )),
-                Value::String(s) if s.chars().count() > MAX_CUSTOM_STRING => errors.push(FieldError::new(
-                    format!("custom.{k}"),
-                    "too_long",
-                    format!("must be at most {MAX_CUSTOM_STRING} characters"),
-                )),
+                Value::String(s) if s.chars().count() > MAX_CUSTOM_STRING => {
+                    errors.push(FieldError::new(
+                        format!("custom.{k}"),
+                        "too_long",
+                        format!("must be at most {MAX_CUSTOM_STRING} characters"),
+                    ))
+                }
                 _ => {}
             }
         }
@@ -364,7 +400,17 @@ impl ContactValues {
         macro_rules! cmp {
             ($($f:ident),*) => { $( if self.$f != other.$f { out.push(stringify!($f).to_string()); } )* };
         }
-        cmp!(first_name, last_name, email, phone, title, account_id, owner_id, lifecycle_stage, tags);
+        cmp!(
+            first_name,
+            last_name,
+            email,
+            phone,
+            title,
+            account_id,
+            owner_id,
+            lifecycle_stage,
+            tags
+        );
         let keys: std::collections::BTreeSet<&String> =
             self.custom.keys().chain(other.custom.keys()).collect();
         for k in keys {
@@ -386,13 +432,20 @@ mod tests {
         let base = ContactValues::from_new(NewContact {
             first_name: Some(" Ada ".into()),
             email: Some("ADA@Example.com".into()),
-            custom: Some(json!({"tier": "gold", "score": 3}).as_object().unwrap().clone()),
+            custom: Some(
+                json!({"tier": "gold", "score": 3})
+                    .as_object()
+                    .unwrap()
+                    .clone(),
+            ),
             ..Default::default()
         });
         assert_eq!(base.first_name.as_deref(), Some("Ada"));
         assert_eq!(base.email.as_deref(), Some("ada@example.com"));
-        let patch: ContactPatch =
-            serde_json::from_value(json!({"first_name": null, "custom": {"tier": null, "x": true}})).unwrap();
+        let patch: ContactPatch = serde_json::from_value(
+            json!({"first_name": null, "custom": {"tier": null, "x": true}}),
+        )
+        .unwrap();
         let after = base.clone().patched(patch);
         assert_eq!(after.first_name, None);
         assert_eq!(after.email.as_deref(), Some("ada@example.com"));

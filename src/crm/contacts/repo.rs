@@ -18,7 +18,13 @@ use crate::ids::ContactId;
 use crate::tenancy::TenantTx;
 
 /// Fields a list can be sorted by.
-pub const SORTABLE: &[&str] = &["created_at", "updated_at", "last_name", "first_name", "email"];
+pub const SORTABLE: &[&str] = &[
+    "created_at",
+    "updated_at",
+    "last_name",
+    "first_name",
+    "email",
+];
 
 /// Simple list filters (all optional, ANDed).
 #[derive(Debug, Clone, Default)]
@@ -106,7 +112,11 @@ pub async fn insert(tx: &mut TenantTx<'_>, v: &ContactValues) -> AppResult<Conta
 }
 
 /// Writes `v` over a locked contact, bumping its version.
-pub async fn update(tx: &mut TenantTx<'_>, current: &Contact, v: &ContactValues) -> AppResult<Contact> {
+pub async fn update(
+    tx: &mut TenantTx<'_>,
+    current: &Contact,
+    v: &ContactValues,
+) -> AppResult<Contact> {
     let tenant = tx.tenant_id();
     diesel::update(contacts::table)
         .filter(contacts::tenant_id.eq(tenant))
@@ -158,9 +168,15 @@ fn write_error(e: DieselError) -> AppError {
             AppError::Conflict("A contact with this email already exists.".into())
         }
         DieselError::DatabaseError(DatabaseErrorKind::ForeignKeyViolation, info)
-            if info.constraint_name().is_some_and(|c| c.contains("owner_id")) =>
+            if info
+                .constraint_name()
+                .is_some_and(|c| c.contains("owner_id")) =>
         {
-            AppError::Validation(vec![FieldError::new("owner_id", "not_found", "no such user")])
+            AppError::Validation(vec![FieldError::new(
+                "owner_id",
+                "not_found",
+                "no such user",
+            )])
         }
         _ => e.into(),
     }
@@ -216,11 +232,17 @@ pub async fn list(tx: &mut TenantTx<'_>, f: &Filters, paging: &Paging) -> AppRes
     let mut query = contacts::table
         .filter(contacts::tenant_id.eq(tenant))
         .filter(contacts::deleted_at.is_null())
-        .select((Contact::as_select(), sql::<Nullable<Text>>(cursor_key_sql(field))))
+        .select((
+            Contact::as_select(),
+            sql::<Nullable<Text>>(cursor_key_sql(field)),
+        ))
         .into_boxed();
     if let Some(email) = &f.email {
-        query = query
-            .filter(sql::<Bool>("lower(email) = lower(").bind::<Text, _>(email.clone()).sql(")"));
+        query = query.filter(
+            sql::<Bool>("lower(email) = lower(")
+                .bind::<Text, _>(email.clone())
+                .sql(")"),
+        );
     }
     if let Some(a) = f.account_id {
         query = query.filter(contacts::account_id.eq(a));
@@ -247,7 +269,11 @@ pub async fn list(tx: &mut TenantTx<'_>, f: &Filters, paging: &Paging) -> AppRes
         );
     }
     let expr = sort_expr(field);
-    let (cmp, dir) = if paging.sort.desc { ("<", "DESC") } else { (">", "ASC") };
+    let (cmp, dir) = if paging.sort.desc {
+        ("<", "DESC")
+    } else {
+        (">", "ASC")
+    };
     if let Some(after) = &paging.after {
         // Row comparison `(expr, id) > (v, id)` is exactly what the (tenant_id, expr, id) index
         // can seek to.
@@ -282,12 +308,20 @@ pub async fn list(tx: &mut TenantTx<'_>, f: &Filters, paging: &Paging) -> AppRes
         rows.truncate(paging.limit as usize);
         rows.last().map(|(last, key)| {
             let v = sort_value(last, field, key.clone());
-            Cursor { s: paging.sort.as_param(), v, id: last.id.as_uuid() }.encode()
+            Cursor {
+                s: paging.sort.as_param(),
+                v,
+                id: last.id.as_uuid(),
+            }
+            .encode()
         })
     } else {
         None
     };
-    Ok(Page { data: rows.into_iter().map(|(c, _)| c).collect(), next_cursor })
+    Ok(Page {
+        data: rows.into_iter().map(|(c, _)| c).collect(),
+        next_cursor,
+    })
 }
 
 #[cfg(test)]
