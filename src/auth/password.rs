@@ -22,6 +22,22 @@ static DUMMY_HASH: LazyLock<String> = LazyLock::new(|| {
         .unwrap_or_default()
 });
 
+/// At most this many hashes run at once. Each argon2id run takes ~19 MiB and a core for tens
+/// of milliseconds; unbounded, a burst of logins would balloon memory (and the allocator keeps
+/// it) and starve request handling. Waiting here is the right back-pressure.
+static HASHING: LazyLock<tokio::sync::Semaphore> = LazyLock::new(|| {
+    tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get()))
+});
+
+async fn with_hashing_slot<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> AppResult<T> {
+    let _slot = HASHING.acquire().await.map_err(AppError::internal)?;
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(AppError::internal)
+}
+
 /// Checks the length policy.
 pub fn check_policy(password: &str) -> Result<(), String> {
     let n = password.chars().count();
@@ -36,19 +52,18 @@ pub fn check_policy(password: &str) -> Result<(), String> {
 
 /// Hashes `password` (argon2id, PHC string).
 pub async fn hash(password: String) -> AppResult<String> {
-    tokio::task::spawn_blocking(move || {
+    with_hashing_slot(move || {
         Argon2::default()
             .hash_password(password.as_bytes(), &SaltString::generate(&mut OsRng))
             .map(|h| h.to_string())
             .map_err(|e| AppError::internal(anyhow::anyhow!("argon2: {e}")))
     })
-    .await
-    .map_err(AppError::internal)?
+    .await?
 }
 
 /// Verifies `password` against `hash`; with no hash, burns the same time and fails.
 pub async fn verify(password: String, hash: Option<String>) -> AppResult<bool> {
-    tokio::task::spawn_blocking(move || {
+    with_hashing_slot(move || {
         let known = hash.is_some();
         let hash = hash.unwrap_or_else(|| DUMMY_HASH.clone());
         let parsed = PasswordHash::new(&hash)
@@ -58,8 +73,7 @@ pub async fn verify(password: String, hash: Option<String>) -> AppResult<bool> {
             .is_ok();
         Ok(ok && known)
     })
-    .await
-    .map_err(AppError::internal)?
+    .await?
 }
 
 /// A random 24-character password (for generated credentials).
