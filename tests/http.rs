@@ -18,7 +18,14 @@ async fn unknown_routes_are_problem_404_and_wrong_methods_405_with_allow() {
     let res = app.root(Method::PUT, "/v1/contacts").send().await.unwrap();
     assert_eq!(res.headers()["allow"], "GET, POST, HEAD");
     expect_problem(res, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed").await;
-    let res = app.root(Method::POST, &format!("/v1/contacts/{}", uuid::Uuid::now_v7())).send().await.unwrap();
+    let res = app
+        .root(
+            Method::POST,
+            &format!("/v1/contacts/{}", uuid::Uuid::now_v7()),
+        )
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.headers()["allow"], "GET, PATCH, DELETE, HEAD");
     expect_problem(res, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed").await;
 }
@@ -26,10 +33,20 @@ async fn unknown_routes_are_problem_404_and_wrong_methods_405_with_allow() {
 #[actix_web::test]
 async fn request_ids_are_echoed_when_valid_and_minted_otherwise() {
     let app = TestApp::spawn().await;
-    let res = app.root(Method::GET, "/livez").header("x-request-id", "abc.DEF_123-x").send().await.unwrap();
+    let res = app
+        .root(Method::GET, "/livez")
+        .header("x-request-id", "abc.DEF_123-x")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.headers()["x-request-id"], "abc.DEF_123-x");
     for bad in ["has space", "sémantique", &"x".repeat(129)] {
-        let res = app.root(Method::GET, "/nope").header("x-request-id", bad).send().await.unwrap();
+        let res = app
+            .root(Method::GET, "/nope")
+            .header("x-request-id", bad)
+            .send()
+            .await
+            .unwrap();
         let minted = res.headers()["x-request-id"].to_str().unwrap().to_string();
         assert_ne!(minted, bad);
         assert!(uuid::Uuid::parse_str(&minted).is_ok(), "{minted}");
@@ -43,14 +60,39 @@ async fn body_errors_map_to_400_413_415_422() {
     let app = TestApp::spawn().await;
     let t = app.signup().await;
     let post = || app.as_tenant(&t, Method::POST, "/v1/contacts");
-    let res = post().header("content-type", "application/json").body("{nope").send().await.unwrap();
+    let res = post()
+        .header("content-type", "application/json")
+        .body("{nope")
+        .send()
+        .await
+        .unwrap();
     expect_problem(res, StatusCode::BAD_REQUEST, "malformed_request").await;
-    let res = post().header("content-type", "text/plain").body("{}").send().await.unwrap();
-    expect_problem(res, StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type").await;
+    let res = post()
+        .header("content-type", "text/plain")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    expect_problem(
+        res,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+    )
+    .await;
     let big = format!("{{\"first_name\": \"{}\"}}", "x".repeat(1024 * 1024 + 10));
-    let res = post().header("content-type", "application/json").body(big).send().await.unwrap();
+    let res = post()
+        .header("content-type", "application/json")
+        .body(big)
+        .send()
+        .await
+        .unwrap();
     expect_problem(res, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large").await;
-    let res = post().header("content-type", "application/json").body(r#"{"shoe_size": 44}"#).send().await.unwrap();
+    let res = post()
+        .header("content-type", "application/json")
+        .body(r#"{"shoe_size": 44}"#)
+        .send()
+        .await
+        .unwrap();
     let body = expect_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
     assert_eq!(body["errors"][0]["field"], "shoe_size");
     assert_eq!(body["errors"][0]["code"], "unknown_field");
@@ -71,11 +113,18 @@ async fn openapi_is_3_1_and_lists_exactly_the_mounted_routes() {
     let app = TestApp::spawn().await;
     let res = app.root(Method::GET, "/openapi.json").send().await.unwrap();
     let doc: Value = expect(res, StatusCode::OK).await;
-    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"), "{}", doc["openapi"]);
+    assert!(
+        doc["openapi"].as_str().unwrap().starts_with("3.1"),
+        "{}",
+        doc["openapi"]
+    );
     let mut ops = BTreeSet::new();
     for (path, item) in doc["paths"].as_object().unwrap() {
         for (method, op) in item.as_object().unwrap() {
-            assert!(op["responses"].as_object().is_some_and(|r| !r.is_empty()), "{method} {path}");
+            assert!(
+                op["responses"].as_object().is_some_and(|r| !r.is_empty()),
+                "{method} {path}"
+            );
             ops.insert(format!("{} {path}", method.to_uppercase()));
         }
     }
@@ -107,7 +156,11 @@ async fn openapi_is_3_1_and_lists_exactly_the_mounted_routes() {
         let (method, path) = op.split_once(' ').unwrap();
         let path = path.replace("{id}", &uuid::Uuid::now_v7().to_string());
         let res = app
-            .on(&t.slug, Method::from_bytes(method.as_bytes()).unwrap(), &path)
+            .on(
+                &t.slug,
+                Method::from_bytes(method.as_bytes()).unwrap(),
+                &path,
+            )
             .bearer_auth(&t.access)
             .header("content-type", "application/json")
             .body("{}")
@@ -117,7 +170,10 @@ async fn openapi_is_3_1_and_lists_exactly_the_mounted_routes() {
         assert_ne!(res.status(), StatusCode::METHOD_NOT_ALLOWED, "{op}");
         if res.status() == StatusCode::NOT_FOUND {
             let body: Value = res.json().await.unwrap();
-            assert!(path.contains("/v1/contacts/") || path == "/v1/signup", "{op} fell through: {body}");
+            assert!(
+                path.contains("/v1/contacts/") || path == "/v1/signup",
+                "{op} fell through: {body}"
+            );
         }
     }
     let res = app.root(Method::GET, "/docs").send().await.unwrap();
@@ -137,10 +193,18 @@ async fn a_dead_database_gives_503_with_retry_after_quickly_and_leaks_nothing() 
     let res = app.root(Method::GET, "/readyz").send().await.unwrap();
     assert_eq!(res.headers()["retry-after"], "3");
     let body = expect_problem(res, StatusCode::SERVICE_UNAVAILABLE, "unavailable").await;
-    let res = app.on("acme", Method::GET, "/v1/contacts").send().await.unwrap();
+    let res = app
+        .on("acme", Method::GET, "/v1/contacts")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.headers()["retry-after"], "3");
     let body2 = expect_problem(res, StatusCode::SERVICE_UNAVAILABLE, "unavailable").await;
-    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
     for b in [body, body2] {
         let text = b.to_string().to_lowercase();
         for leak in ["127.0.0.1", "refused", "postgres", "nowhere", "pool"] {
@@ -159,7 +223,11 @@ async fn an_exhausted_pool_gives_503_after_the_bounded_wait_not_a_hang() {
     .await;
     let t = app.signup().await;
     // Warm the caches (tenant, grants) so the request below needs exactly one connection.
-    let res = app.as_tenant(&t, Method::GET, "/v1/contacts").send().await.unwrap();
+    let res = app
+        .as_tenant(&t, Method::GET, "/v1/contacts")
+        .send()
+        .await
+        .unwrap();
     expect(res, StatusCode::OK).await;
     let scope = tessera::tenancy::TxScope::tenant(tessera::ids::TenantId(t.id.parse().unwrap()));
     let door = app.state.door.clone();
@@ -176,12 +244,24 @@ async fn an_exhausted_pool_gives_503_after_the_bounded_wait_not_a_hang() {
     });
     actix_web::rt::time::sleep(Duration::from_millis(200)).await;
     let started = Instant::now();
-    let res = app.as_tenant(&t, Method::GET, "/v1/contacts").send().await.unwrap();
+    let res = app
+        .as_tenant(&t, Method::GET, "/v1/contacts")
+        .send()
+        .await
+        .unwrap();
     assert!(res.headers().contains_key("retry-after"));
     expect_problem(res, StatusCode::SERVICE_UNAVAILABLE, "unavailable").await;
-    assert!(started.elapsed() < Duration::from_millis(1500), "waited {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "waited {:?}",
+        started.elapsed()
+    );
     holder.await.unwrap().unwrap();
     // Once the connection is back, the same request succeeds.
-    let res = app.as_tenant(&t, Method::GET, "/v1/contacts").send().await.unwrap();
+    let res = app
+        .as_tenant(&t, Method::GET, "/v1/contacts")
+        .send()
+        .await
+        .unwrap();
     expect(res, StatusCode::OK).await;
 }

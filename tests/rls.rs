@@ -14,7 +14,11 @@ use tessera::db::guard;
 use tessera::tenancy::Door;
 
 fn failed(checks: &[guard::Check]) -> Vec<String> {
-    checks.iter().filter(|c| !c.passed).map(|c| format!("{}: {}", c.name, c.detail)).collect()
+    checks
+        .iter()
+        .filter(|c| !c.passed)
+        .map(|c| format!("{}: {}", c.name, c.detail))
+        .collect()
 }
 
 /// A door connected as `url` (a role other than the app's).
@@ -43,9 +47,16 @@ async fn guard_passes_on_the_migrated_schema_as_the_app_role() {
 async fn guard_catches_a_table_without_forced_rls() {
     let app = TestApp::spawn().await;
     let admin = app.db.admin().await;
-    admin.batch_execute("ALTER TABLE contacts NO FORCE ROW LEVEL SECURITY").await.unwrap();
+    admin
+        .batch_execute("ALTER TABLE contacts NO FORCE ROW LEVEL SECURITY")
+        .await
+        .unwrap();
     let f = failed(&guard::run(&app.state.door).await.unwrap());
-    assert!(f.iter().any(|m| m.contains("forced") && m.contains("public.contacts")), "{f:?}");
+    assert!(
+        f.iter()
+            .any(|m| m.contains("forced") && m.contains("public.contacts")),
+        "{f:?}"
+    );
 }
 
 #[actix_web::test]
@@ -81,7 +92,10 @@ async fn guard_catches_a_missing_or_check_less_policy() {
         .unwrap();
     let f = failed(&guard::run(&app.state.door).await.unwrap());
     let joined = f.join(" | ");
-    assert!(joined.contains("public.roles") && joined.contains("public.contacts"), "{joined}");
+    assert!(
+        joined.contains("public.roles") && joined.contains("public.contacts"),
+        "{joined}"
+    );
 }
 
 async fn make_role(app: &TestApp, attrs: &str) -> String {
@@ -115,12 +129,26 @@ async fn guard_refuses_bypassrls_superuser_owner_and_privileged_membership() {
     assert!(f.iter().any(|m| m.contains("superuser")), "{f:?}");
     // Owner of a tenant table.
     let owner = make_role(&app, "").await;
-    app.db.admin().await.batch_execute(&format!("ALTER TABLE contacts OWNER TO {owner}")).await.unwrap();
+    app.db
+        .admin()
+        .await
+        .batch_execute(&format!("ALTER TABLE contacts OWNER TO {owner}"))
+        .await
+        .unwrap();
     let f = failed(&guard::run(&door_for(&url_as(&app, &owner))).await.unwrap());
-    assert!(f.iter().any(|m| m.contains("owns") && m.contains("contacts")), "{f:?}");
+    assert!(
+        f.iter()
+            .any(|m| m.contains("owns") && m.contains("contacts")),
+        "{f:?}"
+    );
     // Member of a BYPASSRLS role (could SET ROLE to it).
     let member = make_role(&app, "").await;
-    app.db.admin().await.batch_execute(&format!("GRANT {bypass} TO {member}")).await.unwrap();
+    app.db
+        .admin()
+        .await
+        .batch_execute(&format!("GRANT {bypass} TO {member}"))
+        .await
+        .unwrap();
     let f = failed(&guard::run(&door_for(&url_as(&app, &member))).await.unwrap());
     assert!(f.iter().any(|m| m.contains(&bypass)), "{f:?}");
 }
@@ -131,16 +159,25 @@ fn tessera(args: &[&str], envs: &[(&str, String)]) -> std::process::Output {
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("TESSERA_ENV", "test")
-        .env("TESSERA_CONFIG_DIR", concat!(env!("CARGO_MANIFEST_DIR"), "/config"))
+        .env(
+            "TESSERA_CONFIG_DIR",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/config"),
+        )
         .env("TESSERA_HTTP__BIND", "127.0.0.1:0");
     for (k, v) in envs {
         cmd.env(k, v);
     }
     // `serve` must refuse before binding; a hang would fail the test through the wait below.
-    let child = cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || tx.send(child.wait_with_output()).ok());
-    rx.recv_timeout(Duration::from_secs(60)).expect("command finished").unwrap()
+    rx.recv_timeout(Duration::from_secs(60))
+        .expect("command finished")
+        .unwrap()
 }
 
 #[actix_web::test]
@@ -160,10 +197,17 @@ async fn doctor_prints_every_check_and_fails_for_a_bypassing_role() {
     let app = TestApp::spawn().await;
     let ok = tessera(&["doctor"], &[("TESSERA_DATABASE__URL", app.db.app_url())]);
     let stdout = String::from_utf8_lossy(&ok.stdout);
-    assert!(ok.status.success(), "{stdout}{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(
+        ok.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
     assert_eq!(stdout.matches("[pass]").count(), 8, "{stdout}");
     let bypass = make_role(&app, "BYPASSRLS").await;
-    let bad = tessera(&["doctor"], &[("TESSERA_DATABASE__URL", url_as(&app, &bypass))]);
+    let bad = tessera(
+        &["doctor"],
+        &[("TESSERA_DATABASE__URL", url_as(&app, &bypass))],
+    );
     let stdout = String::from_utf8_lossy(&bad.stdout);
     assert!(!bad.status.success());
     assert!(stdout.contains("[FAIL] role cannot bypass RLS"), "{stdout}");
@@ -171,7 +215,10 @@ async fn doctor_prints_every_check_and_fails_for_a_bypassing_role() {
 
 #[actix_web::test]
 async fn invalid_config_exits_2_naming_the_key() {
-    let out = tessera(&["doctor"], &[("TESSERA_DATABASE__POOL_SIZE", "lots".into())]);
+    let out = tessera(
+        &["doctor"],
+        &[("TESSERA_DATABASE__POOL_SIZE", "lots".into())],
+    );
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("database.pool_size"), "{stderr}");
@@ -183,21 +230,38 @@ async fn app_role_sql_cannot_see_or_touch_another_tenants_rows() {
     let app = TestApp::spawn().await;
     let a = app.signup().await;
     let b = app.signup().await;
-    let x = app.create_contact(&a, json!({"first_name": "A-only"})).await;
+    let x = app
+        .create_contact(&a, json!({"first_name": "A-only"}))
+        .await;
     let x_id: uuid::Uuid = x["id"].as_str().unwrap().parse().unwrap();
     let a_id: uuid::Uuid = a.id.parse().unwrap();
     let db = app.db.as_app().await;
     // No context at all: nothing is visible.
-    let n: i64 = db.query_one("SELECT count(*) FROM contacts", &[]).await.unwrap().get(0);
-    assert_eq!(n, 0);
-    db.batch_execute(&format!("BEGIN; SET LOCAL app.tenant_id = '{}'", b.id)).await.unwrap();
     let n: i64 = db
-        .query_one("SELECT count(*) FROM contacts WHERE tenant_id = $1", &[&a_id])
+        .query_one("SELECT count(*) FROM contacts", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0);
+    db.batch_execute(&format!("BEGIN; SET LOCAL app.tenant_id = '{}'", b.id))
+        .await
+        .unwrap();
+    let n: i64 = db
+        .query_one(
+            "SELECT count(*) FROM contacts WHERE tenant_id = $1",
+            &[&a_id],
+        )
         .await
         .unwrap()
         .get(0);
     assert_eq!(n, 0, "B sees A's rows");
-    let updated = db.execute("UPDATE contacts SET first_name = 'pwned' WHERE id = $1", &[&x_id]).await.unwrap();
+    let updated = db
+        .execute(
+            "UPDATE contacts SET first_name = 'pwned' WHERE id = $1",
+            &[&x_id],
+        )
+        .await
+        .unwrap();
     assert_eq!(updated, 0, "B updated A's row");
     let err = db
         .execute(
@@ -206,23 +270,51 @@ async fn app_role_sql_cannot_see_or_touch_another_tenants_rows() {
         )
         .await
         .unwrap_err();
-    assert!(err.to_string().contains("row-level security") || format!("{err:?}").contains("row-level security"), "{err:?}");
+    assert!(
+        err.to_string().contains("row-level security")
+            || format!("{err:?}").contains("row-level security"),
+        "{err:?}"
+    );
     db.batch_execute("ROLLBACK").await.unwrap();
     // Moving one's own row into another tenant is refused by WITH CHECK.
     let y = app.create_contact(&b, json!({"first_name": "B-row"})).await;
     let y_id: uuid::Uuid = y["id"].as_str().unwrap().parse().unwrap();
-    db.batch_execute(&format!("BEGIN; SET LOCAL app.tenant_id = '{}'", b.id)).await.unwrap();
-    let err = db.execute("UPDATE contacts SET tenant_id = $1 WHERE id = $2", &[&a_id, &y_id]).await.unwrap_err();
+    db.batch_execute(&format!("BEGIN; SET LOCAL app.tenant_id = '{}'", b.id))
+        .await
+        .unwrap();
+    let err = db
+        .execute(
+            "UPDATE contacts SET tenant_id = $1 WHERE id = $2",
+            &[&a_id, &y_id],
+        )
+        .await
+        .unwrap_err();
     assert!(format!("{err:?}").contains("row-level security"), "{err:?}");
     db.batch_execute("ROLLBACK").await.unwrap();
     // SET LOCAL dies with its transaction: after COMMIT nothing is visible again.
-    db.batch_execute(&format!("BEGIN; SET LOCAL app.tenant_id = '{}'; COMMIT", a.id)).await.unwrap();
-    let n: i64 = db.query_one("SELECT count(*) FROM contacts", &[]).await.unwrap().get(0);
+    db.batch_execute(&format!(
+        "BEGIN; SET LOCAL app.tenant_id = '{}'; COMMIT",
+        a.id
+    ))
+    .await
+    .unwrap();
+    let n: i64 = db
+        .query_one("SELECT count(*) FROM contacts", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(n, 0, "context outlived its transaction");
     // And A's row is untouched.
-    let res = app.as_tenant(&a, Method::GET, &format!("/v1/contacts/{x_id}")).send().await.unwrap();
+    let res = app
+        .as_tenant(&a, Method::GET, &format!("/v1/contacts/{x_id}"))
+        .send()
+        .await
+        .unwrap();
     let got = expect(res, StatusCode::OK).await;
-    assert_eq!((got["first_name"].as_str(), got["version"].as_i64()), (Some("A-only"), Some(1)));
+    assert_eq!(
+        (got["first_name"].as_str(), got["version"].as_i64()),
+        (Some("A-only"), Some(1))
+    );
 }
 
 #[actix_web::test]
@@ -230,15 +322,27 @@ async fn the_audit_trail_is_append_only_for_the_app_role() {
     let app = TestApp::spawn().await;
     let a = app.signup().await;
     let db = app.db.as_app().await;
-    db.batch_execute(&format!("BEGIN; SET LOCAL app.tenant_id = '{}'", a.id)).await.unwrap();
-    let n: i64 = db.query_one("SELECT count(*) FROM audit_events", &[]).await.unwrap().get(0);
+    db.batch_execute(&format!("BEGIN; SET LOCAL app.tenant_id = '{}'", a.id))
+        .await
+        .unwrap();
+    let n: i64 = db
+        .query_one("SELECT count(*) FROM audit_events", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert!(n >= 1);
-    let err = db.execute("DELETE FROM audit_events", &[]).await.unwrap_err();
+    let err = db
+        .execute("DELETE FROM audit_events", &[])
+        .await
+        .unwrap_err();
     assert!(format!("{err:?}").contains("permission denied"), "{err:?}");
     db.batch_execute("ROLLBACK").await.unwrap();
     // Even the owner cannot rewrite history: the trigger refuses.
     let admin = app.db.admin().await;
-    let err = admin.execute("UPDATE audit_events SET action = 'x'", &[]).await.unwrap_err();
+    let err = admin
+        .execute("UPDATE audit_events SET action = 'x'", &[])
+        .await
+        .unwrap_err();
     assert!(format!("{err:?}").contains("append-only"), "{err:?}");
 }
 
@@ -249,8 +353,16 @@ async fn a_pool_of_one_never_leaks_tenant_context_between_requests() {
     let b = app.signup().await;
     let (mut a_ids, mut b_ids) = (Vec::new(), Vec::new());
     for i in 0..3 {
-        a_ids.push(app.create_contact(&a, json!({"email": format!("a{i}@a.test")})).await["id"].clone());
-        b_ids.push(app.create_contact(&b, json!({"email": format!("b{i}@b.test")})).await["id"].clone());
+        a_ids.push(
+            app.create_contact(&a, json!({"email": format!("a{i}@a.test")}))
+                .await["id"]
+                .clone(),
+        );
+        b_ids.push(
+            app.create_contact(&b, json!({"email": format!("b{i}@b.test")}))
+                .await["id"]
+                .clone(),
+        );
     }
     for round in 0..10 {
         // A failed write (duplicate email → rolled back) in between must not leave state behind.
@@ -267,19 +379,38 @@ async fn a_pool_of_one_never_leaks_tenant_context_between_requests() {
         for (t, own, other) in [(&a, &a_ids, &b_ids), (&b, &b_ids, &a_ids)] {
             let i = round % 3;
             let own_id = own[i].as_str().unwrap();
-            let res = app.as_tenant(t, Method::GET, &format!("/v1/contacts/{own_id}")).send().await.unwrap();
+            let res = app
+                .as_tenant(t, Method::GET, &format!("/v1/contacts/{own_id}"))
+                .send()
+                .await
+                .unwrap();
             assert_eq!(expect(res, StatusCode::OK).await["id"], own[i]);
             let other_id = other[i].as_str().unwrap();
-            let res = app.as_tenant(t, Method::GET, &format!("/v1/contacts/{other_id}")).send().await.unwrap();
+            let res = app
+                .as_tenant(t, Method::GET, &format!("/v1/contacts/{other_id}"))
+                .send()
+                .await
+                .unwrap();
             expect_problem(res, StatusCode::NOT_FOUND, "not_found").await;
         }
         for (t, prefix) in [(&a, "a"), (&b, "b")] {
-            let res = app.as_tenant(t, Method::GET, "/v1/contacts").send().await.unwrap();
+            let res = app
+                .as_tenant(t, Method::GET, "/v1/contacts")
+                .send()
+                .await
+                .unwrap();
             let page = expect(res, StatusCode::OK).await;
-            let emails: Vec<&str> =
-                page["data"].as_array().unwrap().iter().map(|c| c["email"].as_str().unwrap()).collect();
+            let emails: Vec<&str> = page["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["email"].as_str().unwrap())
+                .collect();
             assert_eq!(emails.len(), 3, "round {round}: {emails:?}");
-            assert!(emails.iter().all(|e| e.starts_with(prefix)), "round {round}: {emails:?}");
+            assert!(
+                emails.iter().all(|e| e.starts_with(prefix)),
+                "round {round}: {emails:?}"
+            );
         }
     }
 }

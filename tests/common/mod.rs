@@ -39,7 +39,9 @@ pub async fn admin_conn(db: &str) -> tokio_postgres::Client {
 
 /// A connection to `url`, driven in the background.
 pub async fn connect(url: &str) -> tokio_postgres::Client {
-    let (client, conn) = tokio_postgres::connect(url, NoTls).await.expect("connect to test postgres");
+    let (client, conn) = tokio_postgres::connect(url, NoTls)
+        .await
+        .expect("connect to test postgres");
     tokio::spawn(async move {
         let _ = conn.await;
     });
@@ -63,7 +65,11 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir).unwrap().flatten() {
         let p = e.path();
-        if p.is_dir() { out.extend(walk(&p)) } else { out.push(p) }
+        if p.is_dir() {
+            out.extend(walk(&p))
+        } else {
+            out.push(p)
+        }
     }
     out
 }
@@ -84,7 +90,10 @@ impl TestDb {
     pub async fn new() -> TestDb {
         let admin = admin_conn("postgres").await;
         let tpl = template_name();
-        admin.execute("SELECT pg_advisory_lock(774411)", &[]).await.unwrap();
+        admin
+            .execute("SELECT pg_advisory_lock(774411)", &[])
+            .await
+            .unwrap();
         let exists = admin
             .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&tpl])
             .await
@@ -92,19 +101,35 @@ impl TestDb {
             .is_some();
         if !exists {
             let building = format!("{tpl}_building");
-            admin.batch_execute(&format!("DROP DATABASE IF EXISTS {building}")).await.unwrap();
-            admin.batch_execute(&format!("CREATE DATABASE {building}")).await.unwrap();
-            tessera::db::migrate::run(&url_for_db(&admin_url(), &building, None), "tessera_app", None)
+            admin
+                .batch_execute(&format!("DROP DATABASE IF EXISTS {building}"))
                 .await
-                .expect("migrate template");
+                .unwrap();
+            admin
+                .batch_execute(&format!("CREATE DATABASE {building}"))
+                .await
+                .unwrap();
+            tessera::db::migrate::run(
+                &url_for_db(&admin_url(), &building, None),
+                "tessera_app",
+                None,
+            )
+            .await
+            .expect("migrate template");
             admin
                 .batch_execute(&format!("ALTER DATABASE {building} RENAME TO {tpl}"))
                 .await
                 .unwrap();
         }
-        admin.execute("SELECT pg_advisory_unlock(774411)", &[]).await.unwrap();
+        admin
+            .execute("SELECT pg_advisory_unlock(774411)", &[])
+            .await
+            .unwrap();
         let name = format!("t_{}", uuid::Uuid::new_v4().simple());
-        admin.batch_execute(&format!("CREATE DATABASE {name} TEMPLATE {tpl}")).await.unwrap();
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name} TEMPLATE {tpl}"))
+            .await
+            .unwrap();
         TestDb { name }
     }
 
@@ -134,11 +159,19 @@ impl Drop for TestDb {
         let name = self.name.clone();
         // Drop runs outside any runtime guarantee; use a private one on a plain thread.
         let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
             rt.block_on(async {
-                if let Ok((c, conn)) = tokio_postgres::connect(&url_for_db(&admin_url(), "postgres", None), NoTls).await {
+                if let Ok((c, conn)) =
+                    tokio_postgres::connect(&url_for_db(&admin_url(), "postgres", None), NoTls)
+                        .await
+                {
                     tokio::spawn(conn);
-                    let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
+                    let _ = c
+                        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .await;
                 }
             });
         })
@@ -149,7 +182,8 @@ impl Drop for TestDb {
 /// Test configuration: generous throttles unless a test tightens them.
 pub fn test_config(db: &TestDb) -> Config {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
-    let mut c = Config::load_from(Profile::Test, &dir, Env::prefixed("TESSERA_TEST_NONE_")).unwrap();
+    let mut c =
+        Config::load_from(Profile::Test, &dir, Env::prefixed("TESSERA_TEST_NONE_")).unwrap();
     c.database.url = db.app_url();
     c.database.pool_size = 4;
     c.auth.signup_ip_per_hour = 10_000;
@@ -221,7 +255,14 @@ impl TestApp {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap();
-        TestApp { base: format!("http://127.0.0.1:{port}"), port, db, state, http, server: handle }
+        TestApp {
+            base: format!("http://127.0.0.1:{port}"),
+            port,
+            db,
+            state,
+            http,
+            server: handle,
+        }
     }
 
     /// A request to the root host.
@@ -280,7 +321,11 @@ impl TestApp {
         use diesel_async::scoped_futures::ScopedFutureExt;
         use tessera::access::roles;
         use tessera::auth::{password, users};
-        let email = format!("{role}-{}@{}.test", &uuid::Uuid::new_v4().simple().to_string()[..6], t.slug);
+        let email = format!(
+            "{role}-{}@{}.test",
+            &uuid::Uuid::new_v4().simple().to_string()[..6],
+            t.slug
+        );
         let pw = "another long password".to_string();
         let hash = password::hash(pw.clone()).await.unwrap();
         let tenant_id = tessera::ids::TenantId(t.id.parse().unwrap());
@@ -301,7 +346,11 @@ impl TestApp {
             .unwrap();
         let tokens = self.login(&t.slug, &email, &pw).await;
         let me = expect(
-            self.on(&t.slug, Method::GET, "/v1/me").bearer_auth(&tokens.0).send().await.unwrap(),
+            self.on(&t.slug, Method::GET, "/v1/me")
+                .bearer_auth(&tokens.0)
+                .send()
+                .await
+                .unwrap(),
             StatusCode::OK,
         )
         .await;
@@ -333,7 +382,12 @@ impl TestApp {
 
     /// Creates a contact as `t`; returns its JSON.
     pub async fn create_contact(&self, t: &Tenant, body: Value) -> Value {
-        let res = self.as_tenant(t, Method::POST, "/v1/contacts").json(&body).send().await.unwrap();
+        let res = self
+            .as_tenant(t, Method::POST, "/v1/contacts")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
         expect(res, StatusCode::CREATED).await
     }
 }
@@ -350,8 +404,15 @@ pub async fn expect(res: Response, status: StatusCode) -> Value {
     let got = res.status();
     let headers = res.headers().clone();
     let text = res.text().await.unwrap();
-    assert_eq!(got, status, "unexpected status; headers {headers:?}; body: {text}");
-    if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap() }
+    assert_eq!(
+        got, status,
+        "unexpected status; headers {headers:?}; body: {text}"
+    );
+    if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap()
+    }
 }
 
 /// Asserts a problem+json answer with `code`; returns the body.
@@ -361,13 +422,20 @@ pub async fn expect_problem(res: Response, status: StatusCode, code: &str) -> Va
         .get("content-type")
         .map(|v| v.to_str().unwrap().to_string())
         .unwrap_or_default();
-    let rid = res.headers().get("x-request-id").map(|v| v.to_str().unwrap().to_string());
+    let rid = res
+        .headers()
+        .get("x-request-id")
+        .map(|v| v.to_str().unwrap().to_string());
     let body = expect(res, status).await;
     assert_eq!(ct, "application/problem+json", "body {body}");
     assert_eq!(body["code"], code, "body {body}");
     assert_eq!(body["status"], status.as_u16());
     assert_eq!(body["type"], format!("/problems/{code}"));
-    assert_eq!(body["request_id"].as_str(), rid.as_deref(), "request_id in body = header");
+    assert_eq!(
+        body["request_id"].as_str(),
+        rid.as_deref(),
+        "request_id in body = header"
+    );
     body
 }
 
