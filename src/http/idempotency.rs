@@ -132,6 +132,7 @@ pub async fn claim(door: &Door, scope: TxScope, key: &Key) -> AppResult<Claim> {
                 Option<Value>,
                 Option<Value>,
             ) = idempotency_keys::table
+                .filter(idempotency_keys::tenant_id.eq(tenant))
                 .filter(idempotency_keys::key.eq(&key.key))
                 .select((
                     idempotency_keys::request_hash,
@@ -174,7 +175,9 @@ pub async fn complete(
     headers: Value,
     body: &Value,
 ) -> AppResult<()> {
+    // The explicit tenant filter repeats what RLS enforces, so the statement reads as what it does.
     diesel::update(idempotency_keys::table)
+        .filter(idempotency_keys::tenant_id.eq(tx.tenant_id().as_uuid()))
         .filter(idempotency_keys::key.eq(&key.key))
         .set((
             idempotency_keys::state.eq("completed"),
@@ -194,6 +197,7 @@ pub async fn release(door: &Door, scope: TxScope, key: &Key) {
         .write(scope, |tx| {
             async move {
                 diesel::delete(idempotency_keys::table)
+                    .filter(idempotency_keys::tenant_id.eq(tx.tenant_id().as_uuid()))
                     .filter(idempotency_keys::key.eq(k))
                     .filter(idempotency_keys::state.eq("in_progress"))
                     .execute(tx.conn())
