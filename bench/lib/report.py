@@ -294,9 +294,7 @@ def cmd_render(a):
             ratio = server["rps"] / r["rps"]
             both_valid = server["valid"] and r["valid"]
             verdict = ("meets" if ratio >= goal else "misses") + f" the {goal}x goal"
-            if r["name"] == "pgbench-pipelined":
-                verdict = "reference (one-round-trip ceiling)"
-            elif r["name"] not in meta.get("goal_baselines", []):
+            if r["name"] not in meta.get("goal_baselines", []):
                 verdict = "reference"
             if not both_valid:
                 verdict = "INVALID (a run had errors)"

@@ -1,8 +1,8 @@
--- Ceiling reference: the same transaction with all four statements in ONE round trip
--- (pipeline mode, `-M extended`). SET takes no bind parameters in the extended protocol, so the
--- tenant context is set with set_config(..., is_local => true), which is what SET LOCAL does.
--- The server cannot do this (it needs the SELECT's result before COMMIT, and BEGIN+SET travel as
--- one simple-protocol batch), so this is the best any client could reach on this machine.
+-- The server's own shape (Door::read_one): the same transaction with all four statements in ONE
+-- round trip (pipeline mode; run with `-M prepared`, and `-M extended` for the unprepared
+-- reference). SET takes no bind parameters in the extended protocol, so the tenant context is set
+-- with set_config(..., is_local => true), which is what SET LOCAL does. No client can send this
+-- transaction in fewer round trips, so it is also the ceiling on this machine.
 -- Run as the app role (tessera_app). pgbench refuses `\gset` inside a pipeline, so bench/run.sh
 -- first runs a check copy of this file without the pipeline and with `\gset` after the SELECT
 -- (made by sed: keep the SELECT's last line ending in "deleted_at IS NULL;").

@@ -39,6 +39,26 @@ pub struct Event<'a> {
     pub changes: Value,
 }
 
+impl<'a> Event<'a> {
+    /// An event acted by a user on one target: the shape of every event so far.
+    pub fn by_user(
+        action: &'a str,
+        actor: Uuid,
+        target_type: &'a str,
+        target_id: Uuid,
+        changes: Value,
+    ) -> Self {
+        Self {
+            action,
+            actor_type: "user",
+            actor_id: Some(actor),
+            target_type: Some(target_type),
+            target_id: Some(target_id),
+            changes,
+        }
+    }
+}
+
 /// Appends `event` to the transaction's tenant trail in one statement: bump the tenant's head
 /// (serializing writers of one tenant, which the future hash chain needs anyway) and insert.
 pub async fn record(tx: &mut TenantTx<'_>, ctx: &Context, event: Event<'_>) -> AppResult<()> {

@@ -184,14 +184,13 @@ pub async fn signup(
                 audit::record(
                     tx,
                     &ctx,
-                    Event {
-                        action: "tenant.created",
-                        actor_type: "user",
-                        actor_id: Some(user.id.as_uuid()),
-                        target_type: Some("tenant"),
-                        target_id: Some(tenant_id.as_uuid()),
-                        changes: json!({"fields": ["slug", "name", "plan"]}),
-                    },
+                    Event::by_user(
+                        "tenant.created",
+                        user.id.as_uuid(),
+                        "tenant",
+                        tenant_id.as_uuid(),
+                        json!({"fields": ["slug", "name", "plan"]}),
+                    ),
                 )
                 .await?;
                 Ok((user, refresh_token))
@@ -312,14 +311,13 @@ pub async fn login(
 }
 
 fn session_event(action: &str, user: UserId, session: SessionId) -> Event<'_> {
-    Event {
+    Event::by_user(
         action,
-        actor_type: "user",
-        actor_id: Some(user.as_uuid()),
-        target_type: Some("session"),
-        target_id: Some(session.as_uuid()),
-        changes: json!({}),
-    }
+        user.as_uuid(),
+        "session",
+        session.as_uuid(),
+        json!({}),
+    )
 }
 
 /// `POST /v1/auth/refresh` body.
@@ -375,14 +373,13 @@ pub async fn refresh_tokens(
                         audit::record(
                             tx,
                             &ctx,
-                            Event {
-                                action: "session.refresh_reused",
-                                actor_type: "user",
-                                actor_id: Some(user.as_uuid()),
-                                target_type: Some("user"),
-                                target_id: Some(user.as_uuid()),
-                                changes: json!({}),
-                            },
+                            Event::by_user(
+                                "session.refresh_reused",
+                                user.as_uuid(),
+                                "user",
+                                user.as_uuid(),
+                                json!({}),
+                            ),
                         )
                         .await?;
                         Ok(Err((AppError::RefreshTokenReused, Some(user))))

@@ -224,14 +224,13 @@ pub async fn create_contact(
                 audit::record(
                     tx,
                     &ctx,
-                    Event {
-                        action: "contact.created",
-                        actor_type: "user",
-                        actor_id: Some(actor),
-                        target_type: Some("contact"),
-                        target_id: Some(contact.id.as_uuid()),
-                        changes: json!({ "fields": fields }),
-                    },
+                    Event::by_user(
+                        "contact.created",
+                        actor,
+                        "contact",
+                        contact.id.as_uuid(),
+                        json!({ "fields": fields }),
+                    ),
                 )
                 .await?;
                 let view = ContactView::from(contact);
@@ -348,14 +347,13 @@ pub async fn update_contact(
                 audit::record(
                     tx,
                     &ctx,
-                    Event {
-                        action: "contact.updated",
-                        actor_type: "user",
-                        actor_id: Some(actor),
-                        target_type: Some("contact"),
-                        target_id: Some(id.as_uuid()),
-                        changes: json!({ "fields": changed }),
-                    },
+                    Event::by_user(
+                        "contact.updated",
+                        actor,
+                        "contact",
+                        id.as_uuid(),
+                        json!({ "fields": changed }),
+                    ),
                 )
                 .await?;
                 Ok(contact)
@@ -408,14 +406,7 @@ pub async fn delete_contact(
                 audit::record(
                     tx,
                     &ctx,
-                    Event {
-                        action: "contact.deleted",
-                        actor_type: "user",
-                        actor_id: Some(actor),
-                        target_type: Some("contact"),
-                        target_id: Some(id.as_uuid()),
-                        changes: json!({}),
-                    },
+                    Event::by_user("contact.deleted", actor, "contact", id.as_uuid(), json!({})),
                 )
                 .await?;
                 Ok(())

@@ -87,6 +87,40 @@ pub async fn get_for_update(tx: &mut TenantTx<'_>, id: ContactId) -> AppResult<O
         .optional()?)
 }
 
+/// The writable columns of a contact, borrowed from [`ContactValues`]: one definition serves
+/// both the insert and the update, so the two cannot drift apart.
+#[derive(Insertable, AsChangeset)]
+#[diesel(table_name = contacts, treat_none_as_null = true)]
+struct Writable<'a> {
+    first_name: Option<&'a str>,
+    last_name: Option<&'a str>,
+    email: Option<&'a str>,
+    phone: Option<&'a str>,
+    title: Option<&'a str>,
+    account_id: Option<Uuid>,
+    owner_id: Option<Uuid>,
+    lifecycle_stage: Option<&'a str>,
+    tags: &'a [String],
+    custom: Value,
+}
+
+impl<'a> From<&'a ContactValues> for Writable<'a> {
+    fn from(v: &'a ContactValues) -> Self {
+        Self {
+            first_name: v.first_name.as_deref(),
+            last_name: v.last_name.as_deref(),
+            email: v.email.as_deref(),
+            phone: v.phone.as_deref(),
+            title: v.title.as_deref(),
+            account_id: v.account_id,
+            owner_id: v.owner_id,
+            lifecycle_stage: v.lifecycle_stage.as_deref(),
+            tags: &v.tags,
+            custom: Value::Object(v.custom.clone()),
+        }
+    }
+}
+
 /// Inserts a contact.
 pub async fn insert(tx: &mut TenantTx<'_>, v: &ContactValues) -> AppResult<Contact> {
     let tenant = tx.tenant_id();
@@ -94,16 +128,7 @@ pub async fn insert(tx: &mut TenantTx<'_>, v: &ContactValues) -> AppResult<Conta
         .values((
             contacts::tenant_id.eq(tenant),
             contacts::id.eq(ContactId::new()),
-            contacts::first_name.eq(&v.first_name),
-            contacts::last_name.eq(&v.last_name),
-            contacts::email.eq(&v.email),
-            contacts::phone.eq(&v.phone),
-            contacts::title.eq(&v.title),
-            contacts::account_id.eq(v.account_id),
-            contacts::owner_id.eq(v.owner_id),
-            contacts::lifecycle_stage.eq(&v.lifecycle_stage),
-            contacts::tags.eq(&v.tags),
-            contacts::custom.eq(Value::Object(v.custom.clone())),
+            Writable::from(v),
         ))
         .returning(Contact::as_returning())
         .get_result(tx.conn())
@@ -122,16 +147,7 @@ pub async fn update(
         .filter(contacts::tenant_id.eq(tenant))
         .filter(contacts::id.eq(current.id))
         .set((
-            contacts::first_name.eq(&v.first_name),
-            contacts::last_name.eq(&v.last_name),
-            contacts::email.eq(&v.email),
-            contacts::phone.eq(&v.phone),
-            contacts::title.eq(&v.title),
-            contacts::account_id.eq(v.account_id),
-            contacts::owner_id.eq(v.owner_id),
-            contacts::lifecycle_stage.eq(&v.lifecycle_stage),
-            contacts::tags.eq(&v.tags),
-            contacts::custom.eq(Value::Object(v.custom.clone())),
+            Writable::from(v),
             contacts::updated_at.eq(Utc::now()),
             contacts::version.eq(current.version + 1),
         ))
