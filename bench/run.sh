@@ -21,7 +21,8 @@ CONTACTS=${CONTACTS:-10000}
 CONCURRENCY=${CONCURRENCY:-32}
 THREADS=${THREADS:-2}                     # wrk -t and pgbench -j
 DURATION=${DURATION:-20}                  # seconds per measured run
-WARMUP=${WARMUP:-5}                       # seconds of checked warm-up before each measured run
+WARMUP=${WARMUP:-5}                       # seconds of checked warm-up before the first measured run of each kind
+ROUNDS=${ROUNDS:-3}                       # interleaved rounds of every measured run (medians reported)
 RSS_CONNECTIONS=${RSS_CONNECTIONS:-256}
 RSS_DURATION=${RSS_DURATION:-15}
 POOL_SIZE=${POOL_SIZE:-$CONCURRENCY}      # server's database pool = pgbench's connection count
@@ -46,11 +47,11 @@ export BENCH_PASSWORD
 log() { printf '\n== %s\n' "$*" >&2; }
 die() { echo "run.sh: $*" >&2; exit 2; }
 
-for v in TENANTS CONTACTS CONCURRENCY THREADS DURATION WARMUP RSS_CONNECTIONS RSS_DURATION POOL_SIZE PG_PORT HTTP_PORT; do
+for v in TENANTS CONTACTS CONCURRENCY THREADS DURATION WARMUP ROUNDS RSS_CONNECTIONS RSS_DURATION POOL_SIZE PG_PORT HTTP_PORT; do
     [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a non-negative integer (got '${!v}')"
 done
 ((CONCURRENCY >= THREADS && RSS_CONNECTIONS >= THREADS)) || die "connections must be >= THREADS"
-((DURATION >= 1 && RSS_DURATION >= 1)) || die "DURATION and RSS_DURATION must be >= 1"
+((DURATION >= 1 && RSS_DURATION >= 1 && ROUNDS >= 1)) || die "DURATION, RSS_DURATION and ROUNDS must be >= 1"
 ((PG_PORT != 5432)) || die "port 5432 belongs to the system PostgreSQL; never benchmark on it"
 
 # ----------------------------------------------------------------------------------------- tools
@@ -149,6 +150,15 @@ log "tessera migrate"
 log "seed: $TENANTS tenants x $CONTACTS contacts"
 TESSERA_BIN=$TESSERA_BIN "$BENCH_DIR/seed.sh" "$TENANTS" "$CONTACTS"
 
+# Every run starts from the same cache state: the contacts heap and the index the lookup uses are
+# read into the OS page cache (pg_prewarm 'read'), so whichever run goes first does not pay for a
+# cold cache after seeding or after the machine reclaimed memory.
+log "prewarm contacts and contacts_pkey"
+psql "$BENCH_SU_URL" -X -q -v ON_ERROR_STOP=1 \
+    -c "CREATE EXTENSION IF NOT EXISTS pg_prewarm" \
+    -c "SELECT pg_prewarm('contacts', 'read'), pg_prewarm('contacts_pkey', 'read')" >/dev/null \
+    || die "pg_prewarm failed"
+
 # The app role reads a seeded row under its tenant context and nothing under another: the same
 # SELECT pgbench runs, through the same RLS.
 log "RLS sanity check as tessera_app"
@@ -202,24 +212,24 @@ export TESSERA_BENCH_TOKENS=$TOKENS
 export TESSERA_BENCH_CONTACTS=$CONTACTS
 export TESSERA_BENCH_PORT=$HTTP_PORT
 
-# run_wrk NAME ROLE CONNECTIONS SECONDS STRICT: one wrk run, recorded in $RESULTS.
+# run_wrk NAME ROLE CONNECTIONS SECONDS STRICT [ROUND]: one wrk run, recorded in $RESULTS.
 run_wrk() {
-    local name=$1 role=$2 conns=$3 secs=$4 strict=$5 out rc=0 args=()
-    out=$RUN_DIR/wrk-$name-$role.txt
+    local name=$1 role=$2 conns=$3 secs=$4 strict=$5 round=${6:-1} out rc=0 args=()
+    out=$RUN_DIR/wrk-$name-$role-$round.txt
     [[ $strict == 1 ]] && args=(--strict)
     cp /proc/stat "$out.stat-before"
     TESSERA_BENCH_STRICT=$strict pin "$LOADGEN_CPUS" timeout --foreground -k 10 $((secs + 60)) \
         wrk -t"$THREADS" -c"$conns" -d"${secs}s" --timeout 10s --latency \
         -s "$BENCH_DIR/wrk/get_contact.lua" "http://127.0.0.1:$HTTP_PORT" >"$out" 2>&1 || rc=$?
     cp /proc/stat "$out.stat-after"
-    python3 "$BENCH_DIR/lib/report.py" wrk --name "$name" --role "$role" --out "$RESULTS" \
+    python3 "$BENCH_DIR/lib/report.py" wrk --name "$name" --role "$role" --round "$round" --out "$RESULTS" \
         --exit-code "$rc" --cpu-before "$out.stat-before" --cpu-after "$out.stat-after" \
         "${args[@]}" <"$out"
 }
 
-# run_pgbench VARIANT ROLE SECONDS: one pgbench run as tessera_app, recorded in $RESULTS.
+# run_pgbench VARIANT ROLE SECONDS [ROUND]: one pgbench run as tessera_app, recorded in $RESULTS.
 run_pgbench() {
-    local variant=$1 role=$2 secs=$3 script mode out rc=0 logargs=()
+    local variant=$1 role=$2 secs=$3 round=${4:-1} script mode out rc=0 logargs=()
     case $variant in
         simple) script=$BENCH_DIR/sql/get_contact_simple.sql; mode=simple ;;
         prepared) script=$BENCH_DIR/sql/get_contact_prepared.sql; mode=prepared ;;
@@ -235,15 +245,15 @@ run_pgbench() {
         grep -q '^\\gset r_$' "$check" || die "could not derive a checking copy of $script"
         script=$check
     fi
-    out=$RUN_DIR/pgbench-$variant-$role.txt
-    local prefix=$RUN_DIR/pgbench-$variant-$role-log
+    out=$RUN_DIR/pgbench-$variant-$role-$round.txt
+    local prefix=$RUN_DIR/pgbench-$variant-$role-$round-log
     [[ $role == measure ]] && logargs=(--log "--log-prefix=$prefix")
     cp /proc/stat "$out.stat-before"
     pin "$LOADGEN_CPUS" timeout --foreground -k 10 $((secs + 60)) \
         pgbench -n -M "$mode" -f "$script" -D ntenants="$TENANTS" -D ncontacts="$CONTACTS" \
         -c "$CONCURRENCY" -j "$THREADS" -T "$secs" "${logargs[@]}" "$APP_URL" >"$out" 2>&1 || rc=$?
     cp /proc/stat "$out.stat-after"
-    python3 "$BENCH_DIR/lib/report.py" pgbench --name "pgbench-$variant" --role "$role" \
+    python3 "$BENCH_DIR/lib/report.py" pgbench --name "pgbench-$variant" --role "$role" --round "$round" \
         --mode "$mode" --script "${script#"$ROOT"/}" --log-prefix "$prefix" --out "$RESULTS" \
         --exit-code "$rc" --cpu-before "$out.stat-before" --cpu-after "$out.stat-after" <"$out"
     [[ ${KEEP_PGBENCH_LOGS:-0} == 1 ]] || rm -f "$prefix".*
@@ -254,16 +264,21 @@ log "idle server memory"
 cat "/proc/$SERVER_PID/status" >"$RUN_DIR/server-status-idle.txt"
 grep -E '^(VmRSS|VmHWM|Threads)' "$RUN_DIR/server-status-idle.txt" >&2
 
-log "server: wrk -t$THREADS -c$CONCURRENCY, ${WARMUP}s checked warm-up + ${DURATION}s measured"
-fresh_tokens $((WARMUP + DURATION))
-if ((WARMUP > 0)); then run_wrk server check "$CONCURRENCY" "$WARMUP" 1; fi
-run_wrk server measure "$CONCURRENCY" "$DURATION" 0
+# ROUNDS rounds, each: the server, then every pgbench variant. Interleaving puts each server run
+# next to its baselines in time, so the per-round ratios see the same machine state; the report
+# takes medians. The checked warm-ups run in round 1 only.
+for ((round = 1; round <= ROUNDS; round++)); do
+    log "round $round of $ROUNDS: server: wrk -t$THREADS -c$CONCURRENCY, ${DURATION}s measured"
+    fresh_tokens $((WARMUP + DURATION))
+    if ((round == 1 && WARMUP > 0)); then run_wrk server check "$CONCURRENCY" "$WARMUP" 1; fi
+    run_wrk server measure "$CONCURRENCY" "$DURATION" 0 "$round"
 
-for variant in $PGBENCH_VARIANTS; do
-    log "pgbench-$variant: -c$CONCURRENCY -j$THREADS, ${WARMUP}s checked warm-up + ${DURATION}s measured"
-    # The checked run always goes first (even with WARMUP=0): it proves the script finds rows.
-    run_pgbench "$variant" check $((WARMUP > 0 ? WARMUP : 1))
-    run_pgbench "$variant" measure "$DURATION"
+    for variant in $PGBENCH_VARIANTS; do
+        log "round $round of $ROUNDS: pgbench-$variant: -c$CONCURRENCY -j$THREADS, ${DURATION}s measured"
+        # The checked run always goes first (even with WARMUP=0): it proves the script finds rows.
+        if ((round == 1)); then run_pgbench "$variant" check $((WARMUP > 0 ? WARMUP : 1)); fi
+        run_pgbench "$variant" measure "$DURATION" "$round"
+    done
 done
 
 log "server RSS under $RSS_CONNECTIONS connections for ${RSS_DURATION}s"

@@ -84,7 +84,7 @@ def percentile(sorted_values, p):
 
 def cmd_wrk(a):
     text = sys.stdin.read()
-    rec = {"kind": "http", "name": a.name, "role": a.role, "exit_code": a.exit_code,
+    rec = {"kind": "http", "name": a.name, "role": a.role, "round": a.round, "exit_code": a.exit_code,
            "valid": False, "problems": []}
     m = re.search(r"^TESSERA_WRK (\{.*\})\s*$", text, re.M)
     if not m:
@@ -125,7 +125,7 @@ def cmd_wrk(a):
 
 def cmd_pgbench(a):
     text = sys.stdin.read()
-    rec = {"kind": "pgbench", "name": a.name, "role": a.role, "mode": a.mode, "script": a.script,
+    rec = {"kind": "pgbench", "name": a.name, "role": a.role, "round": a.round, "mode": a.mode, "script": a.script,
            "exit_code": a.exit_code, "valid": False, "problems": []}
 
     def grab(pattern, conv=float):
@@ -276,30 +276,62 @@ def cmd_render(a):
     http = [r for r in recs_measured if r["kind"] == "http"]
     pgb = [r for r in recs_measured if r["kind"] == "pgbench"]
     rss = [r for r in recs_measured if r["kind"] == "rss"]
-    server = http[0] if http else None
+
+    # Runs are grouped by name; with several rounds the table shows the run with the median
+    # req/s, and each ratio is the median of the per-round ratios (server and baseline measured
+    # minutes apart in the same round), which resists the drift of a noisy machine better than a
+    # ratio of two numbers taken far apart.
+    def groups(records):
+        out = {}
+        for r in records:
+            out.setdefault(r["name"], []).append(r)
+        return out
+
+    def median_run(runs):
+        ranked = sorted(runs, key=lambda r: r.get("rps") or 0)
+        return ranked[(len(ranked) - 1) // 2]
+
+    def median(values):
+        v = sorted(values)
+        n = len(v)
+        return None if n == 0 else (v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2)
+
+    http_g, pgb_g = groups(http), groups(pgb)
+    rounds = max([r.get("round", 1) for r in http + pgb] or [1])
+    server_runs = next(iter(http_g.values()), [])
+    server = median_run(server_runs) if server_runs else None
 
     rows = []
-    for r in http + pgb:
-        what = r["name"]
-        if r["kind"] == "pgbench":
-            what = f"{r['name']} (-M {r['mode']})"
-        rows.append([what, fmt_rate(r.get("rps")), fmt_us(r.get("p50_us")), fmt_us(r.get("p99_us")),
-                     fmt_busy(r.get("cpu_busy")), "yes" if r["valid"] else "NO"])
-    main_table = table(["run", "req/s", "p50", "p99", "CPU busy", "valid"], rows)
+    for name, runs in list(http_g.items()) + list(pgb_g.items()):
+        r = median_run(runs)
+        what = name if r["kind"] == "http" else f"{name} (-M {r['mode']})"
+        per_round = " / ".join(fmt_rate(x.get("rps")) for x in sorted(runs, key=lambda x: x.get("round", 1)))
+        rows.append([what, fmt_rate(r.get("rps")), per_round, fmt_us(r.get("p50_us")),
+                     fmt_us(r.get("p99_us")), fmt_busy(r.get("cpu_busy")),
+                     "yes" if all(x["valid"] for x in runs) else "NO"])
+    main_table = table(["run", "req/s (median)", "req/s per round", "p50", "p99", "CPU busy", "valid"], rows)
 
     ratio_rows = []
     goal = meta.get("ratio_goal", 0.8)
-    for r in pgb:
-        if server and server.get("rps") and r.get("rps"):
-            ratio = server["rps"] / r["rps"]
-            both_valid = server["valid"] and r["valid"]
-            verdict = ("meets" if ratio >= goal else "misses") + f" the {goal}x goal"
-            if r["name"] not in meta.get("goal_baselines", []):
-                verdict = "reference"
-            if not both_valid:
-                verdict = "INVALID (a run had errors)"
-            ratio_rows.append([f"server / {r['name']}", f"{ratio:.2f}x", verdict])
-    ratio_table = table(["ratio (req/s)", "value", "verdict"], ratio_rows) if ratio_rows else ""
+    by_round = {r.get("round", 1): r for r in server_runs}
+    for name, runs in pgb_g.items():
+        ratios = []
+        for r in sorted(runs, key=lambda x: x.get("round", 1)):
+            srv = by_round.get(r.get("round", 1))
+            if srv and srv.get("rps") and r.get("rps"):
+                ratios.append(srv["rps"] / r["rps"])
+        if not ratios:
+            continue
+        ratio = median(ratios)
+        both_valid = all(x["valid"] for x in runs) and all(x["valid"] for x in server_runs)
+        verdict = ("meets" if ratio >= goal else "misses") + f" the {goal}x goal"
+        if name not in meta.get("goal_baselines", []):
+            verdict = "reference"
+        if not both_valid:
+            verdict = "INVALID (a run had errors)"
+        ratio_rows.append([f"server / {name}", f"{ratio:.2f}x",
+                           " / ".join(f"{x:.2f}x" for x in ratios), verdict])
+    ratio_table = table(["ratio (req/s)", "median", "per round", "verdict"], ratio_rows) if ratio_rows else ""
 
     rss_rows = []
     rss_goal_mb = meta.get("rss_goal_mb", 100)
@@ -324,7 +356,8 @@ def cmd_render(a):
         f"- data: {meta.get('tenants')} tenants x {meta.get('contacts')} contacts; "
         f"uniformly random tenant and contact per request/transaction",
         f"- load: {meta.get('concurrency')} connections, {meta.get('threads')} load threads, "
-        f"{meta.get('duration')} s measured after {meta.get('warmup')} s warm-up, closed loop "
+        f"{meta.get('duration')} s measured after {meta.get('warmup')} s warm-up, closed loop, "
+        f"{rounds} round(s) of every run interleaved "
         f"(wrk {meta.get('wrk_version')}, pgbench {meta.get('pgbench_version')})",
         f"- server: pool_size {meta.get('pool_size')}, {meta.get('server_env')}",
         f"- pinning: {meta.get('pinning')}",
@@ -370,6 +403,7 @@ def main():
     w.add_argument("--role", choices=["measure", "check"], default="measure")
     w.add_argument("--cpu-before", default="")
     w.add_argument("--cpu-after", default="")
+    w.add_argument("--round", type=int, default=1)
     g = sub.add_parser("pgbench")
     g.add_argument("--name", required=True)
     g.add_argument("--out", required=True)
@@ -380,6 +414,7 @@ def main():
     g.add_argument("--role", choices=["measure", "check"], default="measure")
     g.add_argument("--cpu-before", default="")
     g.add_argument("--cpu-after", default="")
+    g.add_argument("--round", type=int, default=1)
     r = sub.add_parser("rss")
     r.add_argument("--out", required=True)
     r.add_argument("--idle-status", required=True)
