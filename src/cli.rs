@@ -292,11 +292,13 @@ async fn dev(
     tenants: &Path,
 ) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(dir.join("dev"))?;
-    eprintln!(
-        "==> private PostgreSQL in {} (127.0.0.1:{pg_port})",
-        dir.join("pg").display()
-    );
+    eprintln!("==> private PostgreSQL");
     let pg = PrivatePostgres::ensure_running(&dir.join("pg"), pg_port)?;
+    eprintln!(
+        "==> private PostgreSQL in {} (127.0.0.1:{})",
+        pg.root().display(),
+        pg.port()
+    );
     ensure_database(&pg.superuser_url("postgres"), "tessera").await?;
     let owner_url = pg.superuser_url("tessera");
     let role = config.database.app_role.clone();

@@ -141,6 +141,12 @@ impl PrivatePostgres {
         if port == 0 {
             bail!("devdb: port 0 is not a usable port for the private PostgreSQL cluster");
         }
+        // Binaries first: installing them creates the `postgres` OS user, which decides where
+        // a root-run cluster can live.
+        if find_server_bin_dir(None).is_none() {
+            install_postgresql_package()?;
+        }
+        let root = &placement(root)?;
         let layout = prepare_root(root)?;
         let _lock = lock_root(&layout)?;
 
@@ -212,6 +218,11 @@ impl PrivatePostgres {
         Ok(pg)
     }
 
+    /// The folder the cluster lives in: the one asked for, or its stand-in (see [`placement`]).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     /// Port the cluster listens on (127.0.0.1 only).
     pub fn port(&self) -> u16 {
         self.port
@@ -243,6 +254,7 @@ impl PrivatePostgres {
     /// needs (server version, owner, port) from the data dir. Ok if there is
     /// no cluster or it is not running.
     pub fn stop_at(root: &Path) -> Result<()> {
+        let root = &placement(root)?;
         let layout = match fs::canonicalize(root) {
             Ok(root) => Layout::new(&root),
             // No folder means no cluster, so nothing can be running.
@@ -378,33 +390,7 @@ impl PrivatePostgres {
     /// `mktemp -d` folder): initdb and the server would otherwise fail with
     /// a confusing "permission denied" deep inside.
     fn check_traversable(&self, layout: &Layout, user: &OsUser) -> Result<()> {
-        let dirs: Vec<&Path> = {
-            let mut v: Vec<&Path> = layout.root.ancestors().collect();
-            v.reverse();
-            v
-        };
-        // One process for the whole chain: the shell prints the first
-        // directory the user cannot enter.
-        let mut cmd = Command::new("runuser");
-        cmd.args(["-u", &user.name, "--", "sh", "-c"])
-            .arg(r#"for d in "$@"; do test -x "$d" || { printf '%s\n' "$d"; exit 1; }; done"#)
-            .arg("sh")
-            .args(&dirs)
-            .current_dir("/");
-        let out = cmd
-            .stdin(Stdio::null())
-            .output()
-            .context("devdb: could not run `runuser` to check folder permissions")?;
-        if !out.status.success() {
-            let blocked = String::from_utf8_lossy(&out.stdout).trim().to_string();
-            if blocked.is_empty() {
-                bail!(
-                    "devdb: `runuser -u {}` failed while checking access to {}: {}",
-                    user.name,
-                    layout.root.display(),
-                    String::from_utf8_lossy(&out.stderr).trim()
-                );
-            }
+        if let Some(blocked) = first_closed_dir(&layout.root, user)? {
             bail!(
                 "devdb: running as root, so PostgreSQL runs as the `{}` OS user, which cannot \
                  enter {blocked} (on the way to {}). Allow it with `chmod o+x {blocked}`, or put \
@@ -556,6 +542,77 @@ impl PrivatePostgres {
         cmd.current_dir("/");
         cmd
     }
+}
+
+/// Where the cluster asked for at `preferred` really lives.
+///
+/// Normally `preferred` itself. But as root the server runs as the `postgres` OS user, and a
+/// checkout under a private folder (root's 0700 home on a fresh Debian machine, a `mktemp -d`
+/// folder) is closed to that user. Rather than fail, or loosen permissions on the user's
+/// folders, the cluster then lives in `/var/tmp/tessera-pg-<hash of preferred's absolute path>`:
+/// a fixed, per-checkout stand-in that `start` and `stop` both arrive at, which survives reboots
+/// like the project folder would.
+fn placement(preferred: &Path) -> Result<PathBuf> {
+    let abs = std::path::absolute(preferred)
+        .with_context(|| format!("devdb: cannot resolve {}", preferred.display()))?;
+    if current_euid()? != 0 {
+        return Ok(abs);
+    }
+    // No such user yet means no server can run as it either; the caller reports that.
+    let Ok(user) = lookup_os_user(PG_OS_USER) else {
+        return Ok(abs);
+    };
+    let Some(blocked) = first_closed_dir(&abs, &user)? else {
+        return Ok(abs);
+    };
+    let stand_in = stand_in_dir(&abs);
+    tracing::warn!(
+        requested = %abs.display(),
+        closed = %blocked,
+        cluster = %stand_in.display(),
+        "the `postgres` OS user cannot enter the requested folder; keeping the private cluster \
+         in a stand-in folder"
+    );
+    Ok(stand_in)
+}
+
+/// `/var/tmp/tessera-pg-<12 hex digits of SHA-256(abs)>`.
+fn stand_in_dir(abs: &Path) -> PathBuf {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(abs.as_os_str().as_encoded_bytes());
+    let hex: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
+    PathBuf::from(format!("/var/tmp/tessera-pg-{hex}"))
+}
+
+/// The first existing folder on the way from `/` to `path` (inclusive) that `user` cannot
+/// enter, if any. Folders that do not exist yet are skipped: we create them world-traversable.
+fn first_closed_dir(path: &Path, user: &OsUser) -> Result<Option<String>> {
+    let mut dirs: Vec<&Path> = path.ancestors().filter(|d| d.is_dir()).collect();
+    dirs.reverse();
+    // One process for the whole chain: the shell prints the first directory the user cannot
+    // enter.
+    let out = Command::new("runuser")
+        .args(["-u", &user.name, "--", "sh", "-c"])
+        .arg(r#"for d in "$@"; do test -x "$d" || { printf '%s\n' "$d"; exit 1; }; done"#)
+        .arg("sh")
+        .args(&dirs)
+        .current_dir("/")
+        .stdin(Stdio::null())
+        .output()
+        .context("devdb: could not run `runuser` to check folder permissions")?;
+    if out.status.success() {
+        return Ok(None);
+    }
+    let blocked = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if blocked.is_empty() {
+        bail!(
+            "devdb: `runuser -u {}` failed while checking access to {}: {}",
+            user.name,
+            path.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(Some(blocked))
 }
 
 /// Creates `root` and returns its layout with a canonical root path, so every
@@ -1058,6 +1115,16 @@ fn tail_lines(text: &str, n: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stand_in_is_fixed_per_path_and_differs_between_paths() {
+        let a = stand_in_dir(Path::new("/root/tessera/.tessera/pg"));
+        assert_eq!(a, stand_in_dir(Path::new("/root/tessera/.tessera/pg")));
+        assert_ne!(a, stand_in_dir(Path::new("/root/other/.tessera/pg")));
+        let name = a.file_name().unwrap().to_str().unwrap();
+        assert!(name.starts_with("tessera-pg-") && name.len() == "tessera-pg-".len() + 12);
+        assert!(a.starts_with("/var/tmp"));
+    }
 
     #[test]
     fn parses_postmaster_pid() {
