@@ -263,6 +263,12 @@ fn devdb(command: DevdbCommand) -> anyhow::Result<ExitCode> {
     match command {
         DevdbCommand::Start { dir, port } => {
             let pg = PrivatePostgres::ensure_running(&dir, port)?;
+            // stdout is the URL alone (scripts capture it); where the cluster lives goes to stderr.
+            eprintln!(
+                "private PostgreSQL in {} (127.0.0.1:{})",
+                pg.root().display(),
+                pg.port()
+            );
             println!("{}", pg.superuser_url("postgres"));
         }
         DevdbCommand::Stop { dir } => PrivatePostgres::stop_at(&dir)?,
