@@ -122,6 +122,10 @@ fn validate_signup(req: &SignupRequest) -> Result<(), AppError> {
 }
 
 /// Create a tenant and its owner.
+///
+/// `Idempotency-Key` is not honoured here: keys are remembered per tenant, a signup has none
+/// until it succeeds, and its response carries tokens that must not be stored for replay. A
+/// retried signup whose first attempt succeeded answers 409 `slug_taken`; the owner then logs in.
 #[utoipa::path(
     tag = "auth",
     request_body = SignupRequest,
