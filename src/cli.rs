@@ -38,7 +38,8 @@ pub enum Command {
     },
     /// Check configuration, database reachability, migrations and every RLS guard; print each.
     Doctor,
-    /// Local development: private Postgres, migrations, demo tenants from tenants/, then serve.
+    /// Local development: migrations, demo tenants from tenants/, then serve. Without a
+    /// configured database.url it runs a private Postgres in DIR (stopped again on exit).
     Dev {
         /// Folder for the private Postgres cluster, signing key and demo credentials.
         #[arg(long, default_value = ".tessera")]
@@ -298,6 +299,13 @@ async fn dev(
     tenants: &Path,
 ) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(dir.join("dev"))?;
+    if !config.database.url.is_empty() {
+        // A configured database is used as is: migrations and demo tenants go to it, and
+        // nothing is started or stopped.
+        config.migration_database_url()?;
+        eprintln!("==> configured database (database.url)");
+        return dev_serve(config, dir, tenants).await;
+    }
     eprintln!("==> private PostgreSQL");
     let pg = PrivatePostgres::ensure_running(&dir.join("pg"), pg_port)?;
     eprintln!(
@@ -306,19 +314,36 @@ async fn dev(
         pg.port()
     );
     ensure_database(&pg.superuser_url("postgres"), "tessera").await?;
-    let owner_url = pg.superuser_url("tessera");
     let role = config.database.app_role.clone();
-    config.database.migration_url = owner_url.clone();
+    config.database.migration_url = pg.superuser_url("tessera");
     config.database.url = format!("postgres://{role}@127.0.0.1:{}/tessera", pg.port());
-    eprintln!("==> migrations");
-    migrate::run(&owner_url, &role, None).await?;
-    // A signing key that survives restarts, so tokens stay valid across `dev` runs.
-    let key_path = dir.join("dev/signing-key.pem");
-    if !key_path.exists() {
-        let (_, pem) = Keys::generate()?;
-        write_private(&key_path, &pem)?;
+    let served = dev_serve(config, dir, tenants).await;
+    // The cluster is this command's: stopping the server (Ctrl-C) stops it too, so nothing is
+    // left listening. The next `dev` starts it again in about a second, data kept.
+    eprintln!("==> stopping private PostgreSQL");
+    if let Err(e) = pg.stop() {
+        eprintln!("warning: could not stop the private PostgreSQL: {e:#}");
     }
-    config.auth.signing_key_file = key_path.display().to_string();
+    served
+}
+
+/// Migrations, signing key, demo tenants, guard, then serve until shut down.
+async fn dev_serve(mut config: Config, dir: &Path, tenants: &Path) -> anyhow::Result<ExitCode> {
+    let owner_url = config.migration_database_url()?.to_string();
+    let role = config.database.app_role.clone();
+    let password = app_password(&config);
+    eprintln!("==> migrations");
+    migrate::run(&owner_url, &role, password.as_deref()).await?;
+    // Unless one is configured, a signing key that survives restarts, so tokens stay valid
+    // across `dev` runs.
+    if !config.has_signing_key() {
+        let key_path = dir.join("dev/signing-key.pem");
+        if !key_path.exists() {
+            let (_, pem) = Keys::generate()?;
+            write_private(&key_path, &pem)?;
+        }
+        config.auth.signing_key_file = key_path.display().to_string();
+    }
     let keys = Keys::load(&config)?;
     let state = AppState::new(config.clone(), keys)?;
     eprintln!("==> demo tenants from {}", tenants.display());
