@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use reqwest::{Method, StatusCode};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 #[actix_web::test]
 async fn unknown_routes_are_problem_404_and_wrong_methods_405_with_allow() {
@@ -86,6 +86,8 @@ async fn body_errors_map_to_400_413_415_422() {
         .send()
         .await
         .unwrap();
+    // The rest of the body is still on the wire: the client is told not to reuse the connection.
+    assert_eq!(res.headers()["connection"], "close");
     expect_problem(res, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large").await;
     let res = post()
         .header("content-type", "application/json")
@@ -264,4 +266,39 @@ async fn an_exhausted_pool_gives_503_after_the_bounded_wait_not_a_hang() {
         .await
         .unwrap();
     expect(res, StatusCode::OK).await;
+}
+
+#[actix_web::test]
+async fn responses_that_leave_the_body_unread_say_connection_close() {
+    let app = TestApp::spawn().await;
+    let t = app.signup().await;
+    let body = json!({"first_name": "x".repeat(200 * 1024)}).to_string();
+    // Answered without reading the body (no such route): close.
+    let res = app
+        .on(&t.slug, Method::POST, "/v1/nope")
+        .header("content-type", "application/json")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["connection"], "close");
+    expect_problem(res, StatusCode::NOT_FOUND, "not_found").await;
+    // Read to its end (even though the answer is an error): the connection stays usable.
+    let res = app
+        .as_tenant(&t, Method::POST, "/v1/contacts")
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert!(res.headers().get("connection").is_none(), "{res:?}");
+    expect_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+    let res = app
+        .as_tenant(&t, Method::POST, "/v1/contacts")
+        .json(&json!({"first_name": "Ada"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(res.headers().get("connection").is_none(), "{res:?}");
+    expect(res, StatusCode::CREATED).await;
 }

@@ -10,3 +10,4 @@ pub mod openapi;
 pub mod principal;
 pub mod request_id;
 pub mod routes;
+pub mod unread_body;
