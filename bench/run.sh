@@ -57,9 +57,14 @@ done
 # ----------------------------------------------------------------------------------------- tools
 apt_updated=0
 apt_install() {
-    [[ $(id -u) == 0 ]] || die "$* missing; install it (apt-get install -y $*) or run as root"
-    if ((apt_updated == 0)); then apt-get update >&2; apt_updated=1; fi
-    DEBIAN_FRONTEND=noninteractive apt-get install -y "$@" >&2
+    # As root directly; otherwise through sudo (which may ask for a password), like devdb.
+    local sudo=()
+    if [[ $(id -u) != 0 ]]; then
+        command -v sudo >/dev/null 2>&1 || die "$* missing; install it (apt-get install -y $*) as root"
+        sudo=(sudo env DEBIAN_FRONTEND=noninteractive)
+    fi
+    if ((apt_updated == 0)); then "${sudo[@]}" apt-get update >&2; apt_updated=1; fi
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y "$@" >&2
 }
 command -v wrk >/dev/null 2>&1 || apt_install wrk
 command -v pgbench >/dev/null 2>&1 || apt_install postgresql-client

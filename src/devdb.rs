@@ -124,7 +124,8 @@ impl Layout {
 
 impl PrivatePostgres {
     /// Ensures binaries (installing the Debian package `postgresql` via
-    /// `apt-get update && apt-get install -y postgresql` when no PostgreSQL
+    /// `apt-get update && apt-get install -y postgresql`, through `sudo` when
+    /// not root, when no PostgreSQL
     /// server binaries are found; looks in `pg_config --bindir`,
     /// `/usr/lib/postgresql/<highest version>/bin`, then `PATH`), runs initdb
     /// if `root/data` has no cluster, and starts the server if it is not
@@ -921,21 +922,30 @@ fn check_binaries_match_cluster(
     Ok(())
 }
 
-/// Installs the Debian `postgresql` package (root only).
+/// Installs the Debian `postgresql` package: directly as root, through `sudo` otherwise (which
+/// may ask for the user's password on the terminal).
 ///
 /// Its output goes to our stderr: the install can take minutes, and stdout
 /// is reserved for the caller (`devdb start` prints just the URL there).
 fn install_postgresql_package() -> Result<()> {
-    if current_euid()? != 0 {
+    let Some(prefix) = install_prefix(current_euid()?, on_path("sudo")) else {
         bail!(
             "devdb: no PostgreSQL server binaries found (looked at `pg_config --bindir`, \
-             /usr/lib/postgresql/*/bin and PATH for {SERVER_BINARIES:?}). Install them, e.g. \
-             `sudo apt-get install -y postgresql`, then retry"
+             /usr/lib/postgresql/*/bin and PATH for {SERVER_BINARIES:?}), and installing them \
+             needs root or sudo. Install them, e.g. `apt-get install -y postgresql` as root, \
+             then retry"
+        );
+    };
+    if prefix.is_empty() {
+        tracing::info!(
+            "no PostgreSQL server binaries found; installing the Debian package `postgresql`"
+        );
+    } else {
+        tracing::warn!(
+            "no PostgreSQL server binaries found; installing the Debian package `postgresql` \
+             with sudo (it may ask for your password)"
         );
     }
-    tracing::info!(
-        "no PostgreSQL server binaries found; installing the Debian package `postgresql`"
-    );
     // Wait for a concurrent apt/dpkg (another devdb root, unattended
     // upgrades) instead of failing on its lock.
     let lock_timeout = "DPkg::Lock::Timeout=600";
@@ -943,7 +953,15 @@ fn install_postgresql_package() -> Result<()> {
         vec!["-o", lock_timeout, "update"],
         vec!["-o", lock_timeout, "install", "-y", "postgresql"],
     ] {
-        let status = Command::new("apt-get")
+        let mut cmd = match prefix.split_first() {
+            None => Command::new("apt-get"),
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg("apt-get");
+                c
+            }
+        };
+        let status = cmd
             .args(&args)
             .env("DEBIAN_FRONTEND", "noninteractive")
             .stdin(Stdio::null())
@@ -956,13 +974,34 @@ fn install_postgresql_package() -> Result<()> {
             )?;
         if !status.success() {
             bail!(
-                "devdb: `apt-get {}` failed ({status}); install the Debian package `postgresql` \
-                 by hand and retry",
+                "devdb: `{}apt-get {}` failed ({status}); install the Debian package `postgresql` \
+                 by hand (`sudo apt-get install -y postgresql`) and retry",
+                prefix.iter().map(|p| format!("{p} ")).collect::<String>(),
                 args.join(" ")
             );
         }
     }
     Ok(())
+}
+
+/// What goes before `apt-get`: nothing as root; `sudo env DEBIAN_FRONTEND=noninteractive`
+/// otherwise (sudo resets the environment, `env` sets the variable past it; sudo asks for a
+/// password on the terminal, never on our stdin); `None` when neither is possible.
+fn install_prefix(euid: u32, sudo_available: bool) -> Option<Vec<&'static str>> {
+    match (euid, sudo_available) {
+        (0, _) => Some(Vec::new()),
+        (_, true) => Some(vec!["sudo", "env", "DEBIAN_FRONTEND=noninteractive"]),
+        (_, false) => None,
+    }
+}
+
+/// Whether an executable file `name` is in a PATH directory.
+fn on_path(name: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|dir| {
+            fs::metadata(dir.join(name)).is_ok_and(|m| m.is_file() && m.mode() & 0o111 != 0)
+        })
+    })
 }
 
 /// Effective user id of this process, without extra crates: from
@@ -1115,6 +1154,19 @@ fn tail_lines(text: &str, n: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn installs_as_root_directly_otherwise_through_sudo_or_not_at_all() {
+        assert_eq!(install_prefix(0, false), Some(vec![]));
+        assert_eq!(install_prefix(0, true), Some(vec![]));
+        assert_eq!(
+            install_prefix(1000, true),
+            Some(vec!["sudo", "env", "DEBIAN_FRONTEND=noninteractive"])
+        );
+        assert_eq!(install_prefix(1000, false), None);
+        assert!(on_path("sh"));
+        assert!(!on_path("no-such-program-tessera"));
+    }
 
     #[test]
     fn stand_in_is_fixed_per_path_and_differs_between_paths() {
