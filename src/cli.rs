@@ -349,7 +349,9 @@ async fn dev_serve(mut config: Config, dir: &Path, tenants: &Path) -> anyhow::Re
     eprintln!("==> demo tenants from {}", tenants.display());
     let manifests = manifest::load_dir(tenants)?;
     let passwords = demo_passwords(&dir.join("dev/demo-passwords.toml"), &manifests)?;
+    let port = config.http.bind.rsplit(':').next().unwrap_or("8080");
     let mut lines = Vec::new();
+    let mut try_login = None;
     for m in &manifests {
         let applied = manifest::apply(&state.door, m, &passwords).await?;
         for u in &m.users {
@@ -359,15 +361,21 @@ async fn dev_serve(mut config: Config, dir: &Path, tenants: &Path) -> anyhow::Re
                 .and_then(|v| passwords.get(v))
                 .cloned()
                 .unwrap_or_default();
+            let url = format!(
+                "http://{}.{}:{port}",
+                applied.tenant.slug, config.public.base_domain
+            );
             lines.push(format!(
-                "  {:<10} http://{}.{}:{}  {}  {}",
-                applied.tenant.slug,
-                applied.tenant.slug,
-                config.public.base_domain,
-                config.http.bind.rsplit(':').next().unwrap_or("8080"),
-                u.email,
-                pw
+                "  {:<10} {url}  {}  {pw}",
+                applied.tenant.slug, u.email
             ));
+            try_login.get_or_insert_with(|| {
+                format!(
+                    "Try: curl -s -X POST {url}/v1/auth/login -H 'content-type: application/json' \
+                     -d '{{\"email\":\"{}\",\"password\":\"…\"}}'",
+                    u.email
+                )
+            });
         }
     }
     println!("Tessera dev server on http://{}", config.http.bind);
@@ -375,9 +383,9 @@ async fn dev_serve(mut config: Config, dir: &Path, tenants: &Path) -> anyhow::Re
     for l in lines {
         println!("{l}");
     }
-    println!(
-        "Try: curl -s -X POST http://acme.localhost:8080/v1/auth/login -H 'content-type: application/json' -d '{{\"email\":\"…\",\"password\":\"…\"}}'"
-    );
+    if let Some(line) = try_login {
+        println!("{line}");
+    }
     let checks = guard::run(&state.door).await?;
     if let Some(c) = checks.iter().find(|c| !c.passed) {
         anyhow::bail!("RLS guard failed: {} — {}", c.name, c.detail);

@@ -1145,3 +1145,36 @@ async fn oversized_authorization_header_is_refused_and_server_survives() {
     assert_eq!(live.status(), StatusCode::OK);
     expect(me_on(&app, &t.slug, &t.access).await, StatusCode::OK).await;
 }
+
+#[actix_web::test]
+async fn nul_characters_in_signup_and_login_are_422_never_500() {
+    let app = TestApp::spawn().await;
+    for (path, field) in [
+        (&["tenant", "name"], "tenant.name"),
+        (&["user", "name"], "user.name"),
+        (&["user", "email"], "user.email"),
+    ] {
+        let slug = unique_slug();
+        let mut body = signup_body(&slug);
+        body[path[0]][path[1]] = json!("a\u{0}@x.test");
+        let res = post_signup(&app, &body).await;
+        let body = expect_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+        assert_eq!(
+            field_errors(&body),
+            [(field.into(), "invalid_characters".into())]
+        );
+        // Nothing half-made: the slug is still free.
+        expect(
+            post_signup(&app, &signup_body(&slug)).await,
+            StatusCode::CREATED,
+        )
+        .await;
+    }
+    let t = app.signup().await;
+    let res = login_on(&app, &t.slug, "owner\u{0}@x.test", "whatever-password").await;
+    let body = expect_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+    assert_eq!(
+        field_errors(&body),
+        [("email".into(), "invalid_characters".into())]
+    );
+}

@@ -1754,3 +1754,42 @@ async fn other_tenants_user_cannot_be_owner_on_create_or_patch() {
     let got = api.update(&own, json!({"owner_id": b.user_id})).await;
     assert_eq!(got["owner_id"], b.user_id.as_str());
 }
+
+#[actix_web::test]
+async fn nul_characters_are_a_422_naming_the_field_never_a_500() {
+    let app = TestApp::spawn().await;
+    let t = app.signup().await;
+    let api = Api::new(&app, &t);
+    // PostgreSQL stores NUL in neither text nor JSONB; the API must say so, not fail inside.
+    let cases = [
+        (json!({"first_name": "A\u{0}"}), "first_name"),
+        (
+            json!({"first_name": "A", "tags": ["ok", "b\u{0}"]}),
+            "tags[1]",
+        ),
+        (
+            json!({"first_name": "A", "custom": {"k": "v\u{0}"}}),
+            "custom.k",
+        ),
+        (
+            json!({"first_name": "A", "custom": {"k\u{0}": 1}}),
+            "custom",
+        ),
+    ];
+    for (body, field) in cases {
+        let body = invalid(api.post(body).await, field).await;
+        assert_eq!(error_code(&body, field), "invalid_characters");
+    }
+    let c = api.create(json!({"first_name": "A"})).await;
+    let id = c["id"].as_str().unwrap();
+    invalid(api.patch(id, json!({"title": "\u{0}"})).await, "title").await;
+    for param in ["q", "email", "tag"] {
+        let res = send(api.req(Method::GET, &format!("{CONTACTS}?{param}=a%00b"))).await;
+        let body = invalid(res, param).await;
+        assert_eq!(error_code(&body, param), "invalid_characters");
+    }
+    // A backslash followed by "u0000" is ordinary text.
+    let c = api.create(json!({"first_name": "\\u0000"})).await;
+    assert_eq!(c["first_name"], "\\u0000");
+    assert_eq!(contact_rows(&app, &t.id).await, 2);
+}

@@ -91,6 +91,8 @@ impl Dev {
                 }
             };
             if line.starts_with("Try:") {
+                // The hint names the address actually served.
+                assert!(line.contains(&format!(":{port}/v1/auth/login")), "{line}");
                 break;
             }
             if let Some(rest) = line.strip_prefix("  ") {
@@ -161,11 +163,10 @@ impl Dev {
     /// SIGTERM (what Ctrl-C's graceful path does) and the exit status.
     fn terminate(mut self) -> (std::process::ExitStatus, Vec<String>) {
         // (Drop then finds the child already reaped.)
-        let ok = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(ok.success());
+        // A syscall, not the `kill` program: a minimal Debian has none outside the shell.
+        let pid = libc::pid_t::try_from(self.child.id()).unwrap();
+        // SAFETY: plain kill(2) on our own child's pid, which it still is (not yet reaped).
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {

@@ -62,6 +62,30 @@ impl Sort {
     }
 }
 
+/// Checks a list's query parameters as a whole: names outside `allowed` and values holding NUL
+/// (which PostgreSQL text cannot store or compare) become field errors.
+pub fn check_params<'a>(
+    params: impl IntoIterator<Item = (&'a String, &'a String)>,
+    allowed: &[&str],
+    errors: &mut Vec<FieldError>,
+) {
+    for (k, v) in params {
+        if !allowed.contains(&k.as_str()) {
+            errors.push(FieldError::new(
+                k.clone(),
+                "unknown_parameter",
+                "is not a recognized parameter",
+            ));
+        } else if v.contains('\0') {
+            errors.push(FieldError::new(
+                k.clone(),
+                "invalid_characters",
+                "must not contain NUL (%00)",
+            ));
+        }
+    }
+}
+
 /// Parses the paging parameters against `sortable` (first entry of `default_sort` applies when
 /// `sort` is absent). Field problems are collected into `errors`.
 pub fn paging(

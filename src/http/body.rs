@@ -63,8 +63,73 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
             }
             let raw = buf.freeze();
             let value = parse(&raw)?;
+            if let Some(field) = nul_field(&raw) {
+                return Err(AppError::Validation(vec![FieldError::new(
+                    field,
+                    "invalid_characters",
+                    "must not contain NUL (\\u0000)",
+                )]));
+            }
             Ok(JsonBody { value, raw })
         })
+    }
+}
+
+/// Where a string (value or key) of valid JSON `raw` holds NUL, if anywhere: PostgreSQL can store
+/// it neither in text nor in JSONB, so it is refused up front instead of failing in the database.
+/// Raw NUL bytes are already invalid JSON; only the `\u0000` escape gets here, so the common
+/// case is one scan of the bytes.
+fn nul_field(raw: &[u8]) -> Option<String> {
+    if !has_nul_escape(raw) {
+        return None;
+    }
+    let value: serde_json::Value = serde_json::from_slice(raw).ok()?;
+    Some(nul_path(&value, String::new()).unwrap_or_else(|| "body".into()))
+}
+
+fn has_nul_escape(raw: &[u8]) -> bool {
+    let mut i = 0;
+    while i < raw.len() {
+        if raw[i] == b'\\' {
+            if raw.get(i + 1..i + 6) == Some(b"u0000") {
+                return true;
+            }
+            // Skip the escaped character, so `\\u0000` (a backslash, then text) is not a NUL.
+            i += 2;
+        } else {
+            i += 1;
+        }
+    }
+    false
+}
+
+fn nul_path(value: &serde_json::Value, path: String) -> Option<String> {
+    use serde_json::Value;
+    match value {
+        Value::String(s) if s.contains('\0') => {
+            Some(if path.is_empty() { "body".into() } else { path })
+        }
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| nul_path(v, format!("{path}[{i}]"))),
+        Value::Object(map) => map.iter().find_map(|(k, v)| {
+            if k.contains('\0') {
+                // Name the object, not a key that cannot be echoed usefully.
+                return Some(if path.is_empty() {
+                    "body".into()
+                } else {
+                    path.clone()
+                });
+            }
+            let here = if path.is_empty() {
+                k.clone()
+            } else {
+                format!("{path}.{k}")
+            };
+            nul_path(v, here)
+        }),
+        _ => None,
     }
 }
 
@@ -147,6 +212,25 @@ mod tests {
             AppError::Malformed(_) => ("-".into(), "malformed".into()),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn finds_nul_in_values_and_keys_but_not_in_escaped_backslashes() {
+        let field = |raw: &str| nul_field(raw.as_bytes());
+        assert_eq!(field(r#"{"a": "x\u0000y"}"#).as_deref(), Some("a"));
+        assert_eq!(
+            field(r#"{"a": {"b": ["ok", "\u0000"]}}"#).as_deref(),
+            Some("a.b[1]")
+        );
+        assert_eq!(
+            field(r#"{"custom": {"k\u0000": 1}}"#).as_deref(),
+            Some("custom")
+        );
+        assert_eq!(field(r#""\u0000""#).as_deref(), Some("body"));
+        assert_eq!(field(r#"{"a": "\\u0000"}"#), None);
+        assert_eq!(field(r#"{"a": "\\\u0000"}"#).as_deref(), Some("a"));
+        assert_eq!(field(r#"{"a": "\u00001"}"#).as_deref(), Some("a"));
+        assert_eq!(field(r#"{"a": "\u0001 \"0000"}"#), None);
     }
 
     #[test]

@@ -121,15 +121,7 @@ pub async fn list_contacts(
             .map_err(|_| AppError::Malformed("query string is malformed".into()))?
             .into_inner();
     let mut errors = Vec::new();
-    for k in params.keys() {
-        if !LIST_PARAMS.contains(&k.as_str()) {
-            errors.push(FieldError::new(
-                k.clone(),
-                "unknown_parameter",
-                "is not a recognized parameter",
-            ));
-        }
-    }
+    list::check_params(&params, LIST_PARAMS, &mut errors);
     let get = |k: &str| params.get(k).map(String::as_str);
     let paging = list::paging(
         get("limit"),
