@@ -93,6 +93,8 @@ pub fn build(
             .app_data(state),
     )
     .split_for_parts();
+    let mut api = api;
+    openapi::complete(&mut api);
     let json = api.to_json().unwrap_or_default();
     let html = utoipa_scalar::Scalar::new(api.clone()).to_html();
     app.app_data(web::Data::new(RouteTable::from_openapi(&api)))

@@ -302,3 +302,52 @@ async fn responses_that_leave_the_body_unread_say_connection_close() {
     assert!(res.headers().get("connection").is_none(), "{res:?}");
     expect(res, StatusCode::CREATED).await;
 }
+
+#[actix_web::test]
+async fn openapi_lists_the_errors_each_kind_of_operation_can_give() {
+    let app = TestApp::spawn().await;
+    let res = app.root(Method::GET, "/openapi.json").send().await.unwrap();
+    let doc: Value = res.json().await.unwrap();
+    let mut checked = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let responses = op["responses"].as_object().unwrap();
+            let has = |s: &str| responses.contains_key(s);
+            let what = format!("{} {path}", method.to_uppercase());
+            if op.get("requestBody").is_some() {
+                for s in ["400", "413", "415", "422"] {
+                    assert!(has(s), "{what} lacks {s}");
+                }
+            }
+            if op
+                .get("security")
+                .is_some_and(|s| !s.as_array().unwrap().is_empty())
+            {
+                assert!(has("401"), "{what} lacks 401");
+            }
+            if path.starts_with("/v1/") {
+                assert!(has("503"), "{what} lacks 503");
+                if path != "/v1/signup" {
+                    assert!(has("403") && has("404"), "{what} lacks 403/404");
+                }
+            }
+            for (status, r) in responses {
+                if !status.starts_with('2') {
+                    assert!(
+                        r["content"].get("application/problem+json").is_some(),
+                        "{what} {status} is not problem+json: {r}"
+                    );
+                }
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 14, "{checked}");
+    // Closed value sets are described as such.
+    assert_eq!(
+        doc["components"]["schemas"]["LifecycleStage"]["enum"]
+            .as_array()
+            .map(Vec::len),
+        Some(8)
+    );
+}

@@ -133,7 +133,6 @@ fn validate_signup(req: &SignupRequest) -> Result<(), AppError> {
         (status = 201, description = "Tenant created", body = SignupResponse),
         (status = 404, description = "Public signup disabled or not the root host", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Slug taken", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Throttled per client IP", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -237,9 +236,7 @@ pub struct LoginRequest {
     request_body = LoginRequest,
     responses(
         (status = 200, description = "Logged in", body = TokenPair),
-        (status = 401, description = "Invalid credentials, or no tenant host", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Tenant suspended", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "Unknown tenant", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Wrong email or password (`invalid_credentials`, the same for both), or no tenant host (`unauthenticated`)", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Throttled per account and per IP", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -339,6 +336,7 @@ pub struct RefreshRequest {
     responses(
         (status = 200, description = "New pair; the presented token is consumed", body = TokenPair),
         (status = 401, description = "Invalid token, tenant mismatch, or `refresh_token_reused` (the session is revoked)", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Throttled per client IP (`rate_limited`, with `Retry-After`)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/v1/auth/refresh")]
@@ -424,7 +422,6 @@ pub async fn refresh_tokens(
     security(("bearer" = [])),
     responses(
         (status = 204, description = "Session revoked"),
-        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/v1/auth/logout")]
@@ -480,7 +477,6 @@ pub struct MeResponse {
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The caller", body = MeResponse),
-        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[get("/v1/me")]

@@ -39,3 +39,115 @@ impl Modify for Bearer {
         );
     }
 }
+
+/// Adds the responses every operation of a kind can give, so no operation's list is missing one
+/// (API.md §1–§3): credentials (401), tenant host (403 `tenant_suspended`, 404
+/// `tenant_not_found`), permissions (403 `forbidden`), JSON bodies (400, 413, 415, 422) and the
+/// database (503). Handler annotations keep the responses particular to them.
+pub fn complete(api: &mut utoipa::openapi::OpenApi) {
+    for (path, item) in api.paths.paths.iter_mut() {
+        let tenant_scoped = path.starts_with("/v1/") && path != "/v1/signup";
+        let database = path.starts_with("/v1/");
+        let operations = [
+            &mut item.get,
+            &mut item.post,
+            &mut item.put,
+            &mut item.patch,
+            &mut item.delete,
+        ];
+        for op in operations.into_iter().flatten() {
+            let secured = op.security.as_ref().is_some_and(|s| !s.is_empty());
+            let permissioned = secured
+                && op
+                    .tags
+                    .as_ref()
+                    .is_some_and(|tags| !tags.iter().any(|t| t == "auth"));
+            let body = op.request_body.is_some();
+            let responses = &mut op.responses.responses;
+            if body {
+                add(
+                    responses,
+                    400,
+                    "Body is not valid JSON (`malformed_request`)",
+                );
+                add(responses, 413, "Body over the limit (`payload_too_large`)");
+                add(
+                    responses,
+                    415,
+                    "Body is not `application/json` (`unsupported_media_type`)",
+                );
+                add(
+                    responses,
+                    422,
+                    "Invalid or unknown fields (`validation_failed`, `errors` names each)",
+                );
+            }
+            if secured {
+                add(
+                    responses,
+                    401,
+                    "Missing, invalid, expired or revoked credential (`unauthenticated`), or a \
+                     token of another tenant on this tenant's host (`tenant_mismatch`)",
+                );
+            }
+            if tenant_scoped {
+                add(
+                    responses,
+                    403,
+                    if permissioned {
+                        "Tenant suspended (`tenant_suspended`), or the caller lacks the \
+                         permission (`forbidden`, body adds `permission`)"
+                    } else {
+                        "Tenant suspended (`tenant_suspended`)"
+                    },
+                );
+                add(
+                    responses,
+                    404,
+                    "Unknown tenant subdomain (`tenant_not_found`)",
+                );
+            }
+            if database {
+                add(
+                    responses,
+                    503,
+                    "Database unreachable or pool exhausted (`unavailable`, with `Retry-After`)",
+                );
+            }
+        }
+    }
+}
+
+/// Adds a problem+json response for `status`, or appends `description` to the one there.
+fn add(
+    responses: &mut std::collections::BTreeMap<
+        String,
+        utoipa::openapi::RefOr<utoipa::openapi::Response>,
+    >,
+    status: u16,
+    description: &str,
+) {
+    use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+    match responses.get_mut(&status.to_string()) {
+        Some(RefOr::T(existing)) => {
+            if !existing.description.contains(description) {
+                existing.description = format!("{}; or: {description}", existing.description);
+            }
+        }
+        Some(RefOr::Ref(_)) => {}
+        None => {
+            let problem = ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("Problem")))
+                .build();
+            responses.insert(
+                status.to_string(),
+                RefOr::T(
+                    ResponseBuilder::new()
+                        .description(description)
+                        .content("application/problem+json", problem)
+                        .build(),
+                ),
+            );
+        }
+    }
+}

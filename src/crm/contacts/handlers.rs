@@ -10,7 +10,9 @@ use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::model::{ContactPatch, ContactValues, ContactView, LIFECYCLE_STAGES, NewContact};
+use super::model::{
+    ContactPatch, ContactValues, ContactView, LIFECYCLE_STAGES, LifecycleStage, NewContact,
+};
 use super::repo::{self, Filters, SORTABLE};
 use crate::access::catalogue::{CONTACTS_DELETE, CONTACTS_READ, CONTACTS_WRITE};
 use crate::app::AppState;
@@ -42,6 +44,7 @@ pub struct ListQuery {
     cursor: Option<String>,
     /// `created_at`, `updated_at`, `last_name`, `first_name`, `email`; `-` for descending.
     /// Default `-created_at`.
+    #[param(pattern = r"^-?(created_at|updated_at|last_name|first_name|email)$")]
     sort: Option<String>,
     /// Exact email (case-insensitive).
     email: Option<String>,
@@ -50,6 +53,7 @@ pub struct ListQuery {
     /// Owner (user) id.
     owner_id: Option<Uuid>,
     /// Lifecycle stage.
+    #[param(value_type = Option<LifecycleStage>)]
     lifecycle_stage: Option<String>,
     /// Contacts carrying this tag.
     tag: Option<String>,
@@ -177,11 +181,11 @@ pub async fn list_contacts(
     tag = "contacts",
     security(("bearer" = [])),
     request_body = NewContact,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Retry-safe creation (24 h)")),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Retry-safe creation (24 h): 1–255 visible ASCII characters", pattern = r"^[!-~]{1,255}$")),
     responses(
         (status = 201, description = "Created", body = ContactView, headers(("Location" = String), ("ETag" = String))),
         (status = 409, description = "Email taken, or same Idempotency-Key in progress", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields, or Idempotency-Key reused with another body", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Idempotency-Key reused with another body (`idempotency_key_reused`) or not 1–255 visible ASCII characters", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/v1/contacts")]
@@ -296,7 +300,6 @@ pub async fn get_contact(
         (status = 404, description = "No such contact", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Email taken", body = Problem, content_type = "application/problem+json"),
         (status = 412, description = "Version mismatch", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[patch("/v1/contacts/{id}")]

@@ -22,6 +22,29 @@ pub const LIFECYCLE_STAGES: &[&str] = &[
     "evangelist",
     "other",
 ];
+
+/// The `lifecycle_stage` values as a schema for the API description; validation uses
+/// [`LIFECYCLE_STAGES`] (a unit test keeps the two equal).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LifecycleStage {
+    /// Subscriber.
+    Subscriber,
+    /// Lead.
+    Lead,
+    /// Marketing-qualified lead.
+    Mql,
+    /// Sales-qualified lead.
+    Sql,
+    /// Opportunity.
+    Opportunity,
+    /// Customer.
+    Customer,
+    /// Evangelist.
+    Evangelist,
+    /// Other.
+    Other,
+}
 /// Most keys a `custom` object may hold.
 pub const MAX_CUSTOM_KEYS: usize = 50;
 /// Most tags per contact.
@@ -87,6 +110,7 @@ pub struct ContactView {
     /// Owning user.
     pub owner_id: Option<Uuid>,
     /// One of subscriber, lead, mql, sql, opportunity, customer, evangelist, other.
+    #[schema(value_type = Option<LifecycleStage>)]
     pub lifecycle_stage: Option<String>,
     /// Tags.
     pub tags: Vec<String>,
@@ -141,6 +165,7 @@ pub struct NewContact {
     /// Owning user id (must be a user of this tenant).
     pub owner_id: Option<Uuid>,
     /// Lifecycle stage.
+    #[schema(value_type = Option<LifecycleStage>)]
     pub lifecycle_stage: Option<String>,
     /// Tags.
     pub tags: Option<Vec<String>>,
@@ -184,7 +209,7 @@ pub struct ContactPatch {
     pub owner_id: Option<Option<Uuid>>,
     /// Lifecycle stage.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<LifecycleStage>)]
     pub lifecycle_stage: Option<Option<String>>,
     /// Tags (replaces the list).
     #[serde(default, deserialize_with = "present")]
@@ -425,6 +450,32 @@ impl ContactValues {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lifecycle_stage_schema_lists_exactly_the_accepted_values() {
+        use LifecycleStage::*;
+        let all = [
+            Subscriber,
+            Lead,
+            Mql,
+            Sql,
+            Opportunity,
+            Customer,
+            Evangelist,
+            Other,
+        ];
+        let names: Vec<String> = all
+            .iter()
+            .map(|v| {
+                serde_json::to_value(v)
+                    .unwrap()
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect();
+        assert_eq!(names, LIFECYCLE_STAGES);
+    }
     use serde_json::json;
 
     #[test]
