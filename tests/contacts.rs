@@ -1793,3 +1793,24 @@ async fn nul_characters_are_a_422_naming_the_field_never_a_500() {
     assert_eq!(c["first_name"], "\\u0000");
     assert_eq!(contact_rows(&app, &t.id).await, 2);
 }
+
+#[actix_web::test]
+async fn if_match_compares_strongly_and_accepts_lists_and_star() {
+    let app = TestApp::spawn().await;
+    let t = app.signup().await;
+    let api = Api::new(&app, &t);
+    let id = id_of(&api.create(json!({"first_name": "A"})).await);
+    // A weak tag never matches for If-Match (RFC 9110 §13.1.1), nor does garbage.
+    for bad in ["W/\"1\"", "1", "\"one\"", ""] {
+        version_conflict(api.patch_if(&id, bad, json!({"first_name": "X"})).await).await;
+    }
+    let res = api
+        .patch_if(&id, "\"7\", \"1\"", json!({"first_name": "B"}))
+        .await;
+    assert_eq!(expect(res, StatusCode::OK).await["version"], 2);
+    let res = api.patch_if(&id, "*", json!({"first_name": "C"})).await;
+    assert_eq!(expect(res, StatusCode::OK).await["version"], 3);
+    version_conflict(api.delete_if(&id, "W/\"3\"").await).await;
+    let res = api.delete_if(&id, "\"2\", \"3\"").await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+}

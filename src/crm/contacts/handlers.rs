@@ -81,20 +81,28 @@ fn etag(version: i64) -> (header::HeaderName, String) {
     (header::ETAG, format!("\"{version}\""))
 }
 
-/// `If-Match` → `Some(expected)` to check (`Some(None)` if unparsable: matches nothing), or
-/// `None` when absent or `*`.
-fn if_match(req: &HttpRequest) -> Option<Option<i64>> {
-    let v = req
-        .headers()
-        .get(header::IF_MATCH)?
-        .to_str()
-        .ok()
-        .map(str::trim);
-    match v {
-        Some("*") => None,
-        Some(v) => Some(v.trim_start_matches("W/").trim_matches('"').parse().ok()),
-        None => Some(None),
+/// `If-Match` (RFC 9110 §13.1.1) → the versions it accepts, or `None` when absent or `*`.
+/// A list (`"3", "4"`) accepts any of its entries. Comparison is strong: weak tags (`W/"3"`) and
+/// anything unparsable accept nothing, so such a header always fails with 412.
+fn if_match(req: &HttpRequest) -> Option<Vec<i64>> {
+    let raw = req.headers().get(header::IF_MATCH)?;
+    let Ok(v) = raw.to_str() else {
+        return Some(Vec::new());
+    };
+    if v.trim() == "*" {
+        return None;
     }
+    Some(
+        v.split(',')
+            .filter_map(|tag| {
+                tag.trim()
+                    .strip_prefix('"')?
+                    .strip_suffix('"')?
+                    .parse()
+                    .ok()
+            })
+            .collect(),
+    )
 }
 
 /// Path ids that are not UUIDs are simply not found (same answer as any missing id).
@@ -323,8 +331,8 @@ pub async fn update_contact(
                 let current = repo::get_for_update(tx, id)
                     .await?
                     .ok_or(AppError::NotFound)?;
-                if let Some(expected) = expected
-                    && expected != Some(current.version)
+                if let Some(expected) = &expected
+                    && !expected.contains(&current.version)
                 {
                     return Err(AppError::VersionConflict);
                 }
@@ -394,7 +402,10 @@ pub async fn delete_contact(
                 let current = repo::get_for_update(tx, id)
                     .await?
                     .ok_or(AppError::NotFound)?;
-                if expected.is_some_and(|v| v != Some(current.version)) {
+                if expected
+                    .as_ref()
+                    .is_some_and(|v| !v.contains(&current.version))
+                {
                     return Err(AppError::VersionConflict);
                 }
                 repo::soft_delete(tx, &current).await?;
