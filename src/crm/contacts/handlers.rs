@@ -39,6 +39,7 @@ pub struct ContactPage {
 #[allow(dead_code)]
 pub struct ListQuery {
     /// 1–200, default 50.
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<i64>,
     /// Opaque cursor from `next_cursor`.
     cursor: Option<String>,
