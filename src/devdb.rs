@@ -928,7 +928,7 @@ fn check_binaries_match_cluster(
 /// Its output goes to our stderr: the install can take minutes, and stdout
 /// is reserved for the caller (`devdb start` prints just the URL there).
 fn install_postgresql_package() -> Result<()> {
-    let Some(prefix) = install_prefix(current_euid()?, on_path("sudo")) else {
+    let Some(apt_get) = apt_get_argv(current_euid()?, on_path("sudo")) else {
         bail!(
             "devdb: no PostgreSQL server binaries found (looked at `pg_config --bindir`, \
              /usr/lib/postgresql/*/bin and PATH for {SERVER_BINARIES:?}), and installing them \
@@ -936,7 +936,8 @@ fn install_postgresql_package() -> Result<()> {
              then retry"
         );
     };
-    if prefix.is_empty() {
+    let (program, leading) = apt_get.split_first().expect("argv is never empty");
+    if leading.is_empty() {
         tracing::info!(
             "no PostgreSQL server binaries found; installing the Debian package `postgresql`"
         );
@@ -953,15 +954,8 @@ fn install_postgresql_package() -> Result<()> {
         vec!["-o", lock_timeout, "update"],
         vec!["-o", lock_timeout, "install", "-y", "postgresql"],
     ] {
-        let mut cmd = match prefix.split_first() {
-            None => Command::new("apt-get"),
-            Some((first, rest)) => {
-                let mut c = Command::new(first);
-                c.args(rest).arg("apt-get");
-                c
-            }
-        };
-        let status = cmd
+        let status = Command::new(program)
+            .args(leading)
             .args(&args)
             .env("DEBIAN_FRONTEND", "noninteractive")
             .stdin(Stdio::null())
@@ -974,9 +968,9 @@ fn install_postgresql_package() -> Result<()> {
             )?;
         if !status.success() {
             bail!(
-                "devdb: `{}apt-get {}` failed ({status}); install the Debian package `postgresql` \
+                "devdb: `{} {}` failed ({status}); install the Debian package `postgresql` \
                  by hand (`sudo apt-get install -y postgresql`) and retry",
-                prefix.iter().map(|p| format!("{p} ")).collect::<String>(),
+                apt_get.join(" "),
                 args.join(" ")
             );
         }
@@ -984,13 +978,14 @@ fn install_postgresql_package() -> Result<()> {
     Ok(())
 }
 
-/// What goes before `apt-get`: nothing as root; `sudo env DEBIAN_FRONTEND=noninteractive`
-/// otherwise (sudo resets the environment, `env` sets the variable past it; sudo asks for a
-/// password on the terminal, never on our stdin); `None` when neither is possible.
-fn install_prefix(euid: u32, sudo_available: bool) -> Option<Vec<&'static str>> {
+/// The command line that runs `apt-get`: itself as root; through `sudo env
+/// DEBIAN_FRONTEND=noninteractive` otherwise (sudo resets the environment, `env` sets the
+/// variable past it; sudo asks for a password on the terminal, never on our stdin); `None` when
+/// neither is possible.
+fn apt_get_argv(euid: u32, sudo_available: bool) -> Option<&'static [&'static str]> {
     match (euid, sudo_available) {
-        (0, _) => Some(Vec::new()),
-        (_, true) => Some(vec!["sudo", "env", "DEBIAN_FRONTEND=noninteractive"]),
+        (0, _) => Some(&["apt-get"]),
+        (_, true) => Some(&["sudo", "env", "DEBIAN_FRONTEND=noninteractive", "apt-get"]),
         (_, false) => None,
     }
 }
@@ -1157,15 +1152,37 @@ mod tests {
 
     #[test]
     fn installs_as_root_directly_otherwise_through_sudo_or_not_at_all() {
-        assert_eq!(install_prefix(0, false), Some(vec![]));
-        assert_eq!(install_prefix(0, true), Some(vec![]));
+        assert_eq!(apt_get_argv(0, false), Some(&["apt-get"][..]));
+        assert_eq!(apt_get_argv(0, true), Some(&["apt-get"][..]));
         assert_eq!(
-            install_prefix(1000, true),
-            Some(vec!["sudo", "env", "DEBIAN_FRONTEND=noninteractive"])
+            apt_get_argv(1000, true),
+            Some(&["sudo", "env", "DEBIAN_FRONTEND=noninteractive", "apt-get"][..])
         );
-        assert_eq!(install_prefix(1000, false), None);
+        assert_eq!(apt_get_argv(1000, false), None);
         assert!(on_path("sh"));
         assert!(!on_path("no-such-program-tessera"));
+    }
+
+    #[test]
+    fn as_root_a_folder_closed_to_postgres_gets_its_stand_in() {
+        // The rule only applies to root with a `postgres` OS user (as in CI); elsewhere there is
+        // nothing to place differently.
+        if current_euid().unwrap() != 0 || lookup_os_user(PG_OS_USER).is_err() {
+            eprintln!("skipped: needs root and a `postgres` OS user");
+            return;
+        }
+        use std::os::unix::fs::PermissionsExt;
+        let base = std::env::temp_dir().join(format!("tessera-placement-{}", std::process::id()));
+        let (closed, open) = (base.join("closed"), base.join("open"));
+        for (dir, mode) in [(&base, 0o755), (&closed, 0o700), (&open, 0o755)] {
+            fs::create_dir_all(dir).unwrap();
+            fs::set_permissions(dir, fs::Permissions::from_mode(mode)).unwrap();
+        }
+        let inside_closed = closed.join("pg");
+        let placed = (placement(&inside_closed), placement(&open.join("pg")));
+        fs::remove_dir_all(&base).unwrap();
+        assert_eq!(placed.0.unwrap(), stand_in_dir(&inside_closed));
+        assert_eq!(placed.1.unwrap(), open.join("pg"));
     }
 
     #[test]
