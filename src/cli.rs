@@ -302,7 +302,6 @@ async fn dev(
     if !config.database.url.is_empty() {
         // A configured database is used as is: migrations and demo tenants go to it, and
         // nothing is started or stopped.
-        config.migration_database_url()?;
         eprintln!("==> configured database (database.url)");
         return dev_serve(config, dir, tenants).await;
     }
