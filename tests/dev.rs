@@ -6,13 +6,14 @@ mod common;
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::TestDb;
+use common::{TestDb, tessera_command};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use tessera::auth::keys::Keys;
 
 /// A port nobody listens on right now.
 fn free_port() -> u16 {
@@ -41,20 +42,13 @@ struct Dev {
 impl Dev {
     fn start(dir: &Path, envs: &[(&str, String)], extra: &[&str]) -> Dev {
         let port = free_port();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tessera"));
+        let mut cmd = tessera_command();
         cmd.arg("dev")
             .arg("--dir")
             .arg(dir)
             .arg("--tenants")
             .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tenants"))
             .args(extra)
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("TESSERA_ENV", "test")
-            .env(
-                "TESSERA_CONFIG_DIR",
-                concat!(env!("CARGO_MANIFEST_DIR"), "/config"),
-            )
             .env("TESSERA_HTTP__BIND", format!("127.0.0.1:{port}"))
             .env("TESSERA_LOG__LEVEL", "warn")
             .stdout(Stdio::piped())
@@ -195,7 +189,7 @@ struct StopCluster(PathBuf);
 
 impl Drop for StopCluster {
     fn drop(&mut self) {
-        let _ = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        let _ = tessera_command()
             .args(["devdb", "stop", "--dir"])
             .arg(&self.0)
             .status();
@@ -214,19 +208,35 @@ fn accepts_connections(port: u16) -> bool {
 }
 
 #[actix_web::test]
-async fn dev_uses_a_configured_database_and_starts_no_postgres_of_its_own() {
+async fn dev_uses_a_configured_database_and_key_and_starts_no_postgres_of_its_own() {
     let db = TestDb::new().await;
     let dir = scratch_dir();
+    let (keys, pem) = Keys::generate().unwrap();
+    let key_file = dir.join("own-key.pem");
+    std::fs::write(&key_file, pem).unwrap();
     let dev = Dev::start(
         &dir,
         &[
             ("TESSERA_DATABASE__URL", db.app_url()),
             ("TESSERA_DATABASE__MIGRATION_URL", db.admin_url()),
+            (
+                "TESSERA_AUTH__SIGNING_KEY_FILE",
+                key_file.display().to_string(),
+            ),
         ],
         &[],
     );
     dev.wait_live().await;
     dev.check_demo_logins().await;
+    // The configured signing key is the one served, not a generated dev key.
+    let jwks: Value = reqwest::get(dev.url("/.well-known/jwks.json"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(jwks["keys"][0]["kid"], keys.kid(), "{jwks}");
+    assert!(!dir.join("dev/signing-key.pem").exists());
     // The demo tenants are in the configured database.
     let admin = db.admin().await;
     let slugs: Vec<String> = admin

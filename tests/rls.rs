@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -154,16 +153,8 @@ async fn guard_refuses_bypassrls_superuser_owner_and_privileged_membership() {
 }
 
 fn tessera(args: &[&str], envs: &[(&str, String)]) -> std::process::Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tessera"));
-    cmd.args(args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("TESSERA_ENV", "test")
-        .env(
-            "TESSERA_CONFIG_DIR",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/config"),
-        )
-        .env("TESSERA_HTTP__BIND", "127.0.0.1:0");
+    let mut cmd = tessera_command();
+    cmd.args(args).env("TESSERA_HTTP__BIND", "127.0.0.1:0");
     for (k, v) in envs {
         cmd.env(k, v);
     }

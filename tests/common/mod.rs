@@ -15,6 +15,20 @@ use tessera::auth::keys::Keys;
 use tessera::config::{Config, Profile};
 use tokio_postgres::NoTls;
 
+/// The `tessera` binary with a clean environment: only PATH, the test profile and this
+/// repository's `config/`; callers add what the case needs.
+pub fn tessera_command() -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"));
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("TESSERA_ENV", "test")
+        .env(
+            "TESSERA_CONFIG_DIR",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/config"),
+        );
+    cmd
+}
+
 /// The admin (superuser) URL of the test cluster.
 pub fn admin_url() -> String {
     std::env::var("TESSERA_TEST_DATABASE_URL").expect(
