@@ -1616,11 +1616,19 @@ async fn other_tenant_gets_the_same_404_for_get_patch_and_delete() {
         ),
         (
             api.patch_if(&xid, "\"1\"", pwn.clone()).await,
-            api.patch_if(&missing, "\"1\"", pwn).await,
+            api.patch_if(&missing, "\"1\"", pwn.clone()).await,
+        ),
+        (
+            api.patch_if(&xid, "\"9\"", pwn.clone()).await,
+            api.patch_if(&missing, "\"9\"", pwn.clone()).await,
         ),
         (
             api.delete_if(&xid, "\"1\"").await,
             api.delete_if(&missing, "\"1\"").await,
+        ),
+        (
+            api.delete_if(&xid, "W/\"1\"").await,
+            api.delete_if(&missing, "W/\"1\"").await,
         ),
         (api.delete(&xid).await, api.delete(&missing).await),
     ];
