@@ -13,10 +13,9 @@ use crate::auth::keys::Keys;
 use crate::auth::throttle::Throttles;
 use crate::auth::tokens::TokenService;
 use crate::config::Config;
-use crate::db::pool;
 use crate::http::fallback::{self, RouteTable};
 use crate::http::health::ApiJson;
-use crate::http::{openapi, request_id, routes};
+use crate::http::{conn, edge, openapi, request_id, routes};
 use crate::tenancy::Door;
 use crate::tenancy::directory::Directory;
 
@@ -41,9 +40,7 @@ pub struct AppState {
 impl AppState {
     /// Builds the state: pool (lazy), door, caches, keys.
     pub fn new(config: Config, keys: Keys) -> anyhow::Result<Self> {
-        let url = config.app_database_url()?.to_string();
-        let pool = pool::build(&url, &config.database)?;
-        let door = Door::new(pool, config.database.retry_after_secs);
+        let door = Door::connect(config.app_database_url()?, &config)?;
         Ok(Self {
             directory: Directory::new(door.clone(), Duration::from_secs(config.tenancy.cache_secs)),
             grants: GrantsCache::new(
@@ -61,17 +58,6 @@ impl AppState {
             config: Arc::new(config),
         })
     }
-}
-
-/// The OpenAPI document for the full route table.
-pub fn openapi_document() -> utoipa::openapi::OpenApi {
-    let (_, api) = routes::mount(
-        App::new()
-            .into_utoipa_app()
-            .openapi(openapi::ApiDoc::openapi()),
-    )
-    .split_for_parts();
-    api
 }
 
 /// Builds the app for one worker (also used by the tests, with actix's test server).
@@ -100,7 +86,45 @@ pub fn build(
     app.app_data(web::Data::new(RouteTable::from_openapi(&api)))
         .app_data(web::Data::new(ApiJson { json, html }))
         .default_service(web::to(fallback::handle))
+        .wrap(from_fn(edge::middleware))
         .wrap(from_fn(request_id::middleware))
+}
+
+/// How an HTTP server is run: `serve` binds the configured address and handles signals; the
+/// tests bind port 0 with one worker.
+#[derive(Debug, Clone)]
+pub struct Listen {
+    /// Address to bind.
+    pub bind: String,
+    /// Worker threads (0: one per core).
+    pub workers: usize,
+    /// Whether SIGINT/SIGTERM stop the server (off in tests, which share a process).
+    pub signals: bool,
+}
+
+/// Binds the HTTP server with the edge's connection settings (head timeout, per-connection state
+/// and the per-address cap); returns it, ready to run, and the addresses it listens on.
+pub fn listen(
+    state: web::Data<AppState>,
+    how: &Listen,
+) -> anyhow::Result<(actix_web::dev::Server, Vec<std::net::SocketAddr>)> {
+    let http = state.config.http.clone();
+    let connections = conn::Counter::new(http.max_connections_per_ip);
+    let mut server = HttpServer::new(move || build(state.clone()))
+        .on_connect(move |io, ext| connections.on_connect(io, ext))
+        .client_request_timeout(Duration::from_millis(http.header_timeout_ms))
+        .shutdown_timeout(http.shutdown_timeout_secs);
+    if how.workers > 0 {
+        server = server.workers(how.workers);
+    }
+    if !how.signals {
+        server = server.disable_signals();
+    }
+    let server = server
+        .bind(&how.bind)
+        .map_err(|e| anyhow::anyhow!("http.bind: cannot listen on {}: {e}", how.bind))?;
+    let addrs = server.addrs();
+    Ok((server.run(), addrs))
 }
 
 /// Serves until SIGINT/SIGTERM, then drains in-flight requests (`http.shutdown_timeout_secs`).
@@ -116,15 +140,16 @@ pub async fn serve(state: AppState) -> anyhow::Result<()> {
             throttles.prune();
         }
     });
-    let mut server = HttpServer::new(move || build(state.clone()))
-        .shutdown_timeout(config.http.shutdown_timeout_secs)
-        .bind(&config.http.bind)
-        .map_err(|e| anyhow::anyhow!("http.bind: cannot listen on {}: {e}", config.http.bind))?;
-    if config.http.workers > 0 {
-        server = server.workers(config.http.workers);
-    }
+    let (server, _) = listen(
+        state,
+        &Listen {
+            bind: config.http.bind.clone(),
+            workers: config.http.workers,
+            signals: true,
+        },
+    )?;
     tracing::info!(bind = %config.http.bind, base_domain = %config.public.base_domain, "listening");
-    server.run().await?;
+    server.await?;
     tracing::info!("shut down");
     Ok(())
 }

@@ -12,7 +12,7 @@ use crate::auth::keys::Keys;
 use crate::config::{Config, ConfigError};
 use crate::db::{guard, migrate};
 use crate::devdb::PrivatePostgres;
-use crate::tenancy::manifest;
+use crate::tenancy::{Door, manifest};
 
 /// Tessera: multi-tenant CRM backend.
 #[derive(Debug, Parser)]
@@ -228,11 +228,19 @@ async fn doctor(config: Config) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// The owner's door (`database.migration_url`): creating and changing tenants is administration,
+/// not the server's business — a later issue takes `tenants` writes away from the server's role.
+/// The owner is subject to the forced RLS policies like everyone, so the door's tenant context
+/// still scopes every statement.
+fn owner_door(config: &Config) -> anyhow::Result<Door> {
+    Door::connect(config.migration_database_url()?, config)
+}
+
 async fn apply(config: Config, dir: &Path) -> anyhow::Result<ExitCode> {
     let manifests = manifest::load_dir(dir)?;
-    let state = AppState::new(config, Keys::generate()?.0)?;
+    let door = owner_door(&config)?;
     for m in &manifests {
-        let applied = manifest::apply(&state.door, m, &Default::default())
+        let applied = manifest::apply(&door, m, &Default::default())
             .await
             .with_context(|| format!("tenant {}", m.slug))?;
         println!(
@@ -345,6 +353,7 @@ async fn dev_serve(mut config: Config, dir: &Path, tenants: &Path) -> anyhow::Re
     }
     let keys = Keys::load(&config)?;
     let state = AppState::new(config.clone(), keys)?;
+    let owner = owner_door(&config)?;
     eprintln!("==> demo tenants from {}", tenants.display());
     let manifests = manifest::load_dir(tenants)?;
     let passwords = demo_passwords(&dir.join("dev/demo-passwords.toml"), &manifests)?;
@@ -352,7 +361,7 @@ async fn dev_serve(mut config: Config, dir: &Path, tenants: &Path) -> anyhow::Re
     let mut lines = Vec::new();
     let mut try_login = None;
     for m in &manifests {
-        let applied = manifest::apply(&state.door, m, &passwords).await?;
+        let applied = manifest::apply(&owner, m, &passwords).await?;
         for u in &m.users {
             let pw = u
                 .password_env

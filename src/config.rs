@@ -86,6 +86,14 @@ pub struct HttpConfig {
     pub trust_forwarded_for: bool,
     /// Graceful shutdown window.
     pub shutdown_timeout_secs: u64,
+    /// How long a client may take to send the request line and headers (then 408).
+    pub header_timeout_ms: u64,
+    /// How long a client may take to send the whole request body (then 408, connection closed).
+    pub body_timeout_ms: u64,
+    /// Deadline for everything a request does; work still running then is abandoned with 503.
+    pub request_timeout_ms: u64,
+    /// Open connections allowed per client address; 0 = no cap.
+    pub max_connections_per_ip: u32,
 }
 
 /// `[public]`
@@ -112,6 +120,9 @@ pub struct DatabaseConfig {
     pub acquire_timeout_ms: u64,
     /// `Retry-After` on 503.
     pub retry_after_secs: u64,
+    /// `statement_timeout` set inside every transaction, so PostgreSQL itself cancels a
+    /// statement that runs away.
+    pub statement_timeout_ms: u64,
 }
 
 /// `[auth]`
@@ -200,6 +211,26 @@ impl Config {
         }
         if self.http.body_limit == 0 {
             return fail("http.body_limit", "must be positive");
+        }
+        for (key, v) in [
+            ("http.header_timeout_ms", self.http.header_timeout_ms),
+            ("http.body_timeout_ms", self.http.body_timeout_ms),
+            ("http.request_timeout_ms", self.http.request_timeout_ms),
+            (
+                "database.statement_timeout_ms",
+                self.database.statement_timeout_ms,
+            ),
+            ("database.retry_after_secs", self.database.retry_after_secs),
+        ] {
+            if v == 0 {
+                return fail(key, "must be at least 1");
+            }
+        }
+        if self.database.statement_timeout_ms > self.http.request_timeout_ms {
+            return fail(
+                "database.statement_timeout_ms",
+                "must not exceed http.request_timeout_ms (the request would be abandoned first)",
+            );
         }
         let domain = &self.public.base_domain;
         if domain.is_empty() || domain.contains(['/', ':', ' ']) {

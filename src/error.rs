@@ -1,5 +1,5 @@
 //! The one response-facing error type. Every failure a client can see is an [`AppError`], rendered
-//! as RFC 9457 problem+json with a stable `code` (API.md §3). Causes of 5xx are logged with the
+//! as RFC 9457 problem+json with a stable `code` (../shared/API.md §3). Causes of 5xx are logged with the
 //! request id and never shown.
 
 use actix_web::http::StatusCode;
@@ -65,6 +65,9 @@ pub enum AppError {
     /// 405 with `Allow`.
     #[error("method not allowed")]
     MethodNotAllowed(String),
+    /// 408: the request body did not arrive within `http.body_timeout_ms`.
+    #[error("request body timed out")]
+    RequestTimeout,
     /// 409: uniqueness clash.
     #[error("{0}")]
     Conflict(String),
@@ -92,12 +95,19 @@ pub enum AppError {
     /// 429 with `Retry-After` seconds.
     #[error("rate limited")]
     RateLimited(u64),
-    /// 503 with `Retry-After` seconds: database unreachable or pool exhausted.
+    /// 503: database unreachable, stalled past the request deadline, pool exhausted, or a
+    /// transient conflict (deadlock, serialization failure, statement timeout). The HTTP edge
+    /// adds `Retry-After` from `database.retry_after_secs` to every 503, so no call site picks a
+    /// number. The text is the cause, for the log only.
     #[error("unavailable: {0}")]
-    Unavailable(String, u64),
+    Unavailable(String),
     /// 500: the cause is logged, never returned.
     #[error("internal error: {0:#}")]
     Internal(anyhow::Error),
+    /// An error status the framework produced rather than our code (an extractor's refusal, say);
+    /// the HTTP edge re-renders it as problem+json with the same status.
+    #[error("framework answered {0}")]
+    Framework(StatusCode),
 }
 
 impl AppError {
@@ -124,6 +134,7 @@ impl AppError {
             Self::NotFound => "not_found",
             Self::TenantNotFound => "tenant_not_found",
             Self::MethodNotAllowed(_) => "method_not_allowed",
+            Self::RequestTimeout => "request_timeout",
             Self::Conflict(_) => "conflict",
             Self::SlugTaken => "slug_taken",
             Self::IdempotencyInProgress => "idempotency_in_progress",
@@ -133,8 +144,20 @@ impl AppError {
             Self::Validation(_) => "validation_failed",
             Self::IdempotencyKeyReused => "idempotency_key_reused",
             Self::RateLimited(_) => "rate_limited",
-            Self::Unavailable(..) => "unavailable",
+            Self::Unavailable(_) => "unavailable",
             Self::Internal(_) => "internal_error",
+            Self::Framework(status) => match status.as_u16() {
+                400 => "malformed_request",
+                404 => "not_found",
+                405 => "method_not_allowed",
+                408 => "request_timeout",
+                413 => "payload_too_large",
+                415 => "unsupported_media_type",
+                429 => "rate_limited",
+                503 => "unavailable",
+                s if s >= 500 => "internal_error",
+                _ => "request_refused",
+            },
         }
     }
 
@@ -150,6 +173,7 @@ impl AppError {
             Self::NotFound => "Not found",
             Self::TenantNotFound => "Tenant not found",
             Self::MethodNotAllowed(_) => "Method not allowed",
+            Self::RequestTimeout => "Request timeout",
             Self::Conflict(_) => "Conflict",
             Self::SlugTaken => "Slug taken",
             Self::IdempotencyInProgress => "Idempotent request in progress",
@@ -159,8 +183,9 @@ impl AppError {
             Self::Validation(_) => "Validation failed",
             Self::IdempotencyKeyReused => "Idempotency key reused",
             Self::RateLimited(_) => "Rate limited",
-            Self::Unavailable(..) => "Service unavailable",
+            Self::Unavailable(_) => "Service unavailable",
             Self::Internal(_) => "Internal server error",
+            Self::Framework(status) => status.canonical_reason().unwrap_or("Error"),
         }
     }
 
@@ -181,6 +206,7 @@ impl AppError {
             Self::NotFound => "The requested resource does not exist.".into(),
             Self::TenantNotFound => "No tenant exists at this address.".into(),
             Self::MethodNotAllowed(allow) => format!("Allowed methods: {allow}."),
+            Self::RequestTimeout => "The request body was not received in time.".into(),
             Self::SlugTaken => "That tenant slug is already taken.".into(),
             Self::IdempotencyInProgress => {
                 "A request with this Idempotency-Key is still being processed.".into()
@@ -193,10 +219,9 @@ impl AppError {
                 "This Idempotency-Key was used with a different request.".into()
             }
             Self::RateLimited(s) => format!("Too many requests; retry in {s} s."),
-            Self::Unavailable(..) => {
-                "The service is temporarily unavailable; retry shortly.".into()
-            }
+            Self::Unavailable(_) => "The service is temporarily unavailable; retry shortly.".into(),
             Self::Internal(_) => "An unexpected error occurred.".into(),
+            Self::Framework(_) => "The request could not be processed.".into(),
         }
     }
 }
@@ -236,6 +261,7 @@ impl ResponseError for AppError {
             Self::Forbidden(_) | Self::TenantSuspended => StatusCode::FORBIDDEN,
             Self::NotFound | Self::TenantNotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::Conflict(_) | Self::SlugTaken | Self::IdempotencyInProgress => {
                 StatusCode::CONFLICT
             }
@@ -244,8 +270,9 @@ impl ResponseError for AppError {
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Validation(_) | Self::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
-            Self::Unavailable(..) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Framework(status) => *status,
         }
     }
 
@@ -258,8 +285,11 @@ impl ResponseError for AppError {
                     "request failed with an internal error"
                 )
             }
-            Self::Unavailable(cause, _) => {
+            Self::Unavailable(cause) => {
                 tracing::warn!(error = %cause, "request failed: database unavailable")
+            }
+            Self::Framework(status) if status.is_server_error() => {
+                tracing::error!(%status, "the framework answered with a server error")
             }
             _ => {}
         }
@@ -285,7 +315,7 @@ impl ResponseError for AppError {
             Self::Unauthenticated | Self::TenantMismatch | Self::RefreshTokenReused => {
                 res.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
             }
-            Self::RateLimited(s) | Self::Unavailable(_, s) => {
+            Self::RateLimited(s) => {
                 res.insert_header((header::RETRY_AFTER, s.to_string()));
             }
             Self::MethodNotAllowed(allow) => {
@@ -304,12 +334,39 @@ impl From<diesel::result::Error> for AppError {
         use diesel::result::{DatabaseErrorKind, Error};
         match e {
             Error::NotFound => Self::NotFound,
-            Error::DatabaseError(DatabaseErrorKind::ClosedConnection, info) => {
-                Self::Unavailable(info.message().to_string(), 2)
+            Error::DatabaseError(
+                DatabaseErrorKind::ClosedConnection
+                | DatabaseErrorKind::UnableToSendCommand
+                | DatabaseErrorKind::SerializationFailure,
+                info,
+            ) => Self::Unavailable(info.message().to_string()),
+            Error::DatabaseError(kind, info) if is_transient(info.message()) => {
+                Self::Unavailable(format!("{kind:?}: {}", info.message()))
             }
             other => Self::Internal(other.into()),
         }
     }
+}
+
+/// Whether a PostgreSQL error is one a retry can cure: the same request, sent again, may well
+/// succeed. diesel-async keeps only a few SQLSTATEs as kinds (serialization failure among them)
+/// and hides the rest, so deadlocks (40P01), statement and lock timeouts (57014, 55P03) and a
+/// server shutting down or restarting (57P01–57P03) are recognised by PostgreSQL's own message
+/// text. That text is English unless the server's `lc_messages` says otherwise; `tessera
+/// doctor` reports the setting.
+pub fn is_transient(message: &str) -> bool {
+    const TRANSIENT: &[&str] = &[
+        "deadlock detected",
+        "canceling statement due to statement timeout",
+        "canceling statement due to lock timeout",
+        "could not obtain lock",
+        "could not serialize access",
+        "terminating connection due to administrator command",
+        "the database system is shutting down",
+        "the database system is starting up",
+        "the database system is in recovery mode",
+    ];
+    TRANSIENT.iter().any(|m| message.starts_with(m))
 }
 
 /// Result alias for handlers and domain code.

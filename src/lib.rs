@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod crm;
 pub mod db;
+pub mod deadline;
 pub mod devdb;
 pub mod error;
 pub mod http;

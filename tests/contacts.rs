@@ -1,5 +1,5 @@
 //! `/v1/contacts` end to end: create/get/patch/delete, lists and cursors, Idempotency-Key,
-//! audit events, permissions, and the cross-tenant matrix (API.md §2–§6).
+//! audit events, permissions, and the cross-tenant matrix (../shared/API.md §2–§6).
 
 mod common;
 
@@ -1684,7 +1684,7 @@ async fn other_tenant_on_the_root_host_gets_the_same_404() {
     let app = TestApp::spawn().await;
     let (a, b, x) = two_tenants_with_contact(&app).await;
     let (xid, missing) = (id_of(&x), random_id());
-    // X-Tenant-Id is no way in either (API.md §1).
+    // X-Tenant-Id is no way in either (../shared/API.md §1).
     let as_b = |method: Method, path: &str| {
         let req = app.root(method.clone(), path).bearer_auth(&b.access);
         let req = req.header("x-tenant-id", &a.id);

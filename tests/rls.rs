@@ -22,16 +22,9 @@ fn failed(checks: &[guard::Check]) -> Vec<String> {
 
 /// A door connected as `url` (a role other than the app's).
 fn door_for(url: &str) -> Door {
-    let mut c = tessera::config::DatabaseConfig {
-        url: url.into(),
-        migration_url: String::new(),
-        app_role: "tessera_app".into(),
-        pool_size: 1,
-        acquire_timeout_ms: 2000,
-        retry_after_secs: 1,
-    };
-    c.url = url.into();
-    Door::new(tessera::db::pool::build(url, &c).unwrap(), 1)
+    let mut c = base_config();
+    c.database.pool_size = 1;
+    Door::connect(url, &c).unwrap()
 }
 
 #[actix_web::test]

@@ -1,4 +1,4 @@
-//! The permission catalogue (API.md §7). Strings are `<resource>:<action>`.
+//! The permission catalogue (../shared/API.md §7). Strings are `<resource>:<action>`.
 
 /// `contacts:read`
 pub const CONTACTS_READ: &str = "contacts:read";

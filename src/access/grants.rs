@@ -70,7 +70,7 @@ impl GrantsCache {
             })
             .await
             .map_err(|e| match &*e {
-                AppError::Unavailable(m, s) => AppError::Unavailable(m.clone(), *s),
+                AppError::Unavailable(m) => AppError::Unavailable(m.clone()),
                 other => AppError::Internal(anyhow::anyhow!("loading grants: {other}")),
             })
     }

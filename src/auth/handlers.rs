@@ -1,6 +1,7 @@
 //! `/v1/signup`, `/v1/auth/*`, `/v1/me`, `/.well-known/jwks.json`.
 
-use actix_web::{HttpRequest, HttpResponse, get, post, web};
+use actix_web::http::{StatusCode, header};
+use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder, get, post, web};
 use diesel_async::scoped_futures::ScopedFutureExt;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -16,7 +17,7 @@ use crate::error::{AppError, AppResult, FieldError, Problem};
 use crate::http::body::JsonBody;
 use crate::http::principal::{HostTenant, Principal, audit_context, client_ip, credential_tenant};
 use crate::ids::{SessionId, TenantId, UserId};
-use crate::tenancy::host::{HostTarget, valid_slug};
+use crate::tenancy::host::{HostTarget, SLUG_MAX, SLUG_MIN, SLUG_PATTERN, valid_slug};
 use crate::tenancy::{Tenant, TxScope};
 
 /// Access + refresh token pair.
@@ -36,7 +37,7 @@ pub struct TokenPair {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SignupTenant {
-    /// `^[a-z0-9][a-z0-9-]{1,30}[a-z0-9]$`, not reserved.
+    /// 3–32 characters of `^[a-z0-9]+(-[a-z0-9]+)*$`, not reserved.
     pub slug: String,
     /// Display name.
     pub name: String,
@@ -77,6 +78,15 @@ pub struct SignupResponse {
     pub tokens: TokenPair,
 }
 
+/// A response that carries tokens: no cache anywhere may keep it (RFC 6749 §5.1; `Pragma` for
+/// HTTP/1.0 caches).
+fn carrying_credentials(status: StatusCode) -> HttpResponseBuilder {
+    let mut res = HttpResponse::build(status);
+    res.insert_header((header::CACHE_CONTROL, "no-store"))
+        .insert_header((header::PRAGMA, "no-cache"));
+    res
+}
+
 /// Plans a signup may pick until the plans catalogue arrives.
 const SIGNUP_PLANS: &[&str] = &["free"];
 
@@ -86,7 +96,10 @@ fn validate_signup(req: &SignupRequest) -> Result<(), AppError> {
         errors.push(FieldError::new(
             "tenant.slug",
             "invalid_format",
-            "must match ^[a-z0-9][a-z0-9-]{1,30}[a-z0-9]$ and not be a reserved name",
+            format!(
+                "must be {SLUG_MIN}–{SLUG_MAX} characters matching {SLUG_PATTERN} (no double \
+                 hyphens) and not a reserved name"
+            ),
         ));
     }
     if req.tenant.name.trim().is_empty() || req.tenant.name.len() > 200 {
@@ -208,16 +221,18 @@ pub async fn signup(
             .tokens
             .issue(&state.keys, user.id, tenant_id, &tenant.slug, session)?;
     tracing::info!(tenant.id = %tenant_id, tenant.slug = %tenant.slug, "tenant signed up");
-    Ok(HttpResponse::Created().json(SignupResponse {
-        user: users::UserView::from(&user),
-        tokens: TokenPair {
-            access_token,
-            refresh_token,
-            token_type: "Bearer",
-            expires_in: state.tokens.ttl_secs(),
-        },
-        tenant,
-    }))
+    Ok(
+        carrying_credentials(StatusCode::CREATED).json(SignupResponse {
+            user: users::UserView::from(&user),
+            tokens: TokenPair {
+                access_token,
+                refresh_token,
+                token_type: "Bearer",
+                expires_in: state.tokens.ttl_secs(),
+            },
+            tenant,
+        }),
+    )
 }
 
 /// `POST /v1/auth/login` body.
@@ -303,7 +318,7 @@ pub async fn login(
         state
             .tokens
             .issue(&state.keys, user_id, tenant_id, &tenant.slug, session)?;
-    Ok(HttpResponse::Ok().json(TokenPair {
+    Ok(carrying_credentials(StatusCode::OK).json(TokenPair {
         access_token,
         refresh_token,
         token_type: "Bearer",
@@ -408,7 +423,7 @@ pub async fn refresh_tokens(
     let access_token = state
         .tokens
         .issue(&state.keys, user, tenant_id, &tenant.slug, family)?;
-    Ok(HttpResponse::Ok().json(TokenPair {
+    Ok(carrying_credentials(StatusCode::OK).json(TokenPair {
         access_token,
         refresh_token,
         token_type: "Bearer",

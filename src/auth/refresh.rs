@@ -2,7 +2,7 @@
 //! login session; presenting a consumed token revokes the whole family (RFC 9700).
 //!
 //! Format: `trt_` + base64url(tenant id (16 bytes) ‖ 32 random bytes). The tenant part lets the
-//! root host find the tenant from the credential, as API.md §1 requires.
+//! root host find the tenant from the credential, as ../shared/API.md §1 requires.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;

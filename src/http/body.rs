@@ -1,4 +1,4 @@
-//! JSON request bodies with the contract's error mapping (API.md §2–§3): not JSON content type →
+//! JSON request bodies with the contract's error mapping (../shared/API.md §2–§3): not JSON content type →
 //! 415, over the limit → 413, syntax → 400 `malformed_request`, wrong shape or unknown fields →
 //! 422 `validation_failed` naming the field.
 
@@ -54,8 +54,13 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
             }
             let mut buf = BytesMut::new();
             while let Some(chunk) = payload.next().await {
-                let chunk =
-                    chunk.map_err(|_| AppError::Malformed("could not read the body".into()))?;
+                let chunk = chunk.map_err(|e| {
+                    if super::payload::is_timeout(&e) {
+                        AppError::RequestTimeout
+                    } else {
+                        AppError::Malformed("could not read the body".into())
+                    }
+                })?;
                 if buf.len() + chunk.len() > limit {
                     return Err(AppError::PayloadTooLarge);
                 }
@@ -133,9 +138,19 @@ fn nul_path(value: &serde_json::Value, path: String) -> Option<String> {
     }
 }
 
-/// Parses JSON with field-precise errors.
+/// Parses JSON with field-precise errors. The body is one JSON value: anything after it but
+/// whitespace (`{…} {…}`, `{…}]]`) is malformed, never silently ignored.
 pub fn parse<T: DeserializeOwned>(raw: &[u8]) -> Result<T, AppError> {
     let de = &mut serde_json::Deserializer::from_slice(raw);
+    let value = deserialize(de)?;
+    de.end()
+        .map_err(|e| AppError::Malformed(format!("body is not one JSON value: {e}")))?;
+    Ok(value)
+}
+
+fn deserialize<'de, T: DeserializeOwned>(
+    de: &mut serde_json::Deserializer<serde_json::de::SliceRead<'de>>,
+) -> Result<T, AppError> {
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
@@ -248,5 +263,17 @@ mod tests {
             ("user.tenant_id".into(), "unknown_field".into())
         );
         assert_eq!(codes(r#"{"user": "#), ("-".into(), "malformed".into()));
+        for trailing in [
+            r#"{"user": {"email": "a"}} {"user": {"email": "b"}}"#,
+            r#"{"user": {"email": "a"}}  garbage"#,
+            r#"{"user": {"email": "a"}}]]]]"#,
+        ] {
+            assert_eq!(
+                codes(trailing),
+                ("-".into(), "malformed".into()),
+                "{trailing}"
+            );
+        }
+        assert!(parse::<Outer>(b" {\"user\": {\"email\": \"a\"}} \n\t").is_ok());
     }
 }

@@ -49,17 +49,14 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, AppError
         })
         .await
         .map_err(|e| match e {
-            AppError::Unavailable(m, s) => AppError::Unavailable(m, s),
-            other => {
-                AppError::Unavailable(other.to_string(), state.config.database.retry_after_secs)
-            }
+            AppError::Unavailable(m) => AppError::Unavailable(m),
+            other => AppError::Unavailable(other.to_string()),
         })?;
     let expected = migrate::latest_version();
     if applied.as_deref() != Some(expected.as_str()) {
-        return Err(AppError::Unavailable(
-            format!("migrations not current: applied {applied:?}, expected {expected}"),
-            state.config.database.retry_after_secs,
-        ));
+        return Err(AppError::Unavailable(format!(
+            "migrations not current: applied {applied:?}, expected {expected}"
+        )));
     }
     Ok(HttpResponse::Ok().json(json!({"status": "ok", "migration": expected})))
 }

@@ -1,4 +1,4 @@
-//! `Idempotency-Key` (API.md §4, Stripe's model, IETF draft-ietf-httpapi-idempotency-key-header).
+//! `Idempotency-Key` (../shared/API.md §4, Stripe's model, IETF draft-ietf-httpapi-idempotency-key-header).
 //!
 //! 1. [`claim`] records the key as `in_progress` in its own committed transaction, so a concurrent
 //!    retry sees it and gets 409; a finished one is replayed; a different request → 422.
@@ -6,6 +6,8 @@
 //!    commits atomically with the change it describes.
 //! 3. If the handler fails, [`release`] forgets the key: nothing is stored for a request that did
 //!    not execute. A claim abandoned by a crashed process can be re-claimed after a minute.
+
+use std::time::{Duration, Instant};
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse};
@@ -191,22 +193,25 @@ pub async fn complete(
 }
 
 /// Forgets a claim whose request failed, so the client may retry with the same key.
+///
+/// The failure may have been the request's deadline running out, so the release gets a budget
+/// of its own: one statement's worth, not the expired deadline (which would refuse it at once).
 pub async fn release(door: &Door, scope: TxScope, key: &Key) {
     let k = key.key.clone();
-    let result = door
-        .write(scope, |tx| {
-            async move {
-                diesel::delete(idempotency_keys::table)
-                    .filter(idempotency_keys::tenant_id.eq(tx.tenant_id().as_uuid()))
-                    .filter(idempotency_keys::key.eq(k))
-                    .filter(idempotency_keys::state.eq("in_progress"))
-                    .execute(tx.conn())
-                    .await?;
-                Ok(())
-            }
-            .scope_boxed()
-        })
-        .await;
+    let budget = Duration::from_millis(door.limits().statement_timeout_ms);
+    let work = door.write(scope, |tx| {
+        async move {
+            diesel::delete(idempotency_keys::table)
+                .filter(idempotency_keys::tenant_id.eq(tx.tenant_id().as_uuid()))
+                .filter(idempotency_keys::key.eq(k))
+                .filter(idempotency_keys::state.eq("in_progress"))
+                .execute(tx.conn())
+                .await?;
+            Ok(())
+        }
+        .scope_boxed()
+    });
+    let result = crate::deadline::scope(Instant::now() + budget, work).await;
     if let Err(e) = result {
         // The claim then expires on its own after a minute.
         tracing::warn!(error = %e, "could not release idempotency key");

@@ -3,11 +3,13 @@
 //! these types.
 
 pub mod body;
+pub mod conn;
+pub mod edge;
 pub mod fallback;
 pub mod health;
 pub mod idempotency;
 pub mod openapi;
+pub mod payload;
 pub mod principal;
 pub mod request_id;
 pub mod routes;
-pub mod unread_body;

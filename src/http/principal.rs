@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use actix_web::dev::Payload;
 use actix_web::http::header;
-use actix_web::{FromRequest, HttpRequest, web};
+use actix_web::{FromRequest, HttpMessage, HttpRequest, web};
 use futures_util::future::LocalBoxFuture;
 
 use crate::access::grants::Grants;
@@ -15,7 +15,7 @@ use crate::app::AppState;
 use crate::audit::Context as AuditContext;
 use crate::error::AppError;
 use crate::ids::{SessionId, TenantId, UserId};
-use crate::tenancy::host::{self, HostTarget};
+use crate::tenancy::host::HostTarget;
 use crate::tenancy::{Tenant, TxScope};
 
 /// The tenant addressed by the `Host` header, if any. Unknown subdomain → 404
@@ -181,21 +181,15 @@ fn bearer(req: &HttpRequest) -> Result<Option<String>, AppError> {
     Ok(Some(token.trim().to_string()))
 }
 
-/// The `Host` (or HTTP/2 authority) classified against the base domain. Forwarding headers are
-/// ignored: nothing but the host itself selects a tenant by address.
+/// The tenant (or root) the request's authority addresses, as the HTTP edge
+/// ([`super::edge`]) worked it out once from `Host` or the absolute-form target. Forwarding
+/// headers are ignored: nothing but the authority itself selects a tenant by address. A request
+/// that did not pass the edge (none in the server) addresses nothing but the root.
 pub fn host_target(req: &HttpRequest) -> HostTarget {
-    let base = req
-        .app_data::<web::Data<AppState>>()
-        .map(|s| s.config.public.base_domain.clone())
-        .unwrap_or_else(|| "localhost".into());
-    let host = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| req.uri().authority().map(|a| a.to_string()))
-        .unwrap_or_default();
-    host::target(&host, &base)
+    req.extensions()
+        .get::<HostTarget>()
+        .cloned()
+        .unwrap_or(HostTarget::Root)
 }
 
 /// The client's IP: the peer address, or the first `X-Forwarded-For` hop when configured to

@@ -1,6 +1,6 @@
 //! `X-Request-Id` on every response and in every log line and problem body, plus one structured
-//! log line per request (route, status, latency, tenant, user); `Connection: close` when the
-//! request body was left unread ([`unread_body`]).
+//! log line per request (route, status, latency, tenant, user). The outermost middleware, so
+//! every answer — the edge's refusals included — carries the id.
 
 use std::time::Instant;
 
@@ -10,8 +10,6 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use tracing::Instrument;
-
-use crate::http::unread_body;
 
 tokio::task_local! {
     static REQUEST_ID: String;
@@ -25,7 +23,7 @@ pub fn current() -> Option<String> {
     REQUEST_ID.try_with(Clone::clone).ok()
 }
 
-/// A client-sent id is echoed only if it is short and plain (API.md §4).
+/// A client-sent id is echoed only if it is short and plain (../shared/API.md §4).
 fn valid(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 128
@@ -36,7 +34,7 @@ fn valid(id: &str) -> bool {
 
 /// Middleware: assigns the id, opens the request span, logs the outcome.
 pub async fn middleware(
-    mut req: ServiceRequest,
+    req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody + 'static>, Error> {
     let id = req
@@ -55,12 +53,10 @@ pub async fn middleware(
         "user.id" = tracing::field::Empty,
     );
     let started = Instant::now();
-    let body = unread_body::track(&mut req);
     let result = REQUEST_ID
         .scope(id.clone(), next.call(req).instrument(span.clone()))
         .await;
     let mut res = result?;
-    body.finish(&mut res);
     let headers = res.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&id) {
         headers.insert(HEADER, v);

@@ -78,7 +78,7 @@ impl Directory {
 /// moka shares one error among all waiters; rebuild an equivalent one for this caller.
 fn unwrap_shared(e: Arc<AppError>) -> AppError {
     match &*e {
-        AppError::Unavailable(m, s) => AppError::Unavailable(m.clone(), *s),
+        AppError::Unavailable(m) => AppError::Unavailable(m.clone()),
         other => AppError::Internal(anyhow::anyhow!("tenant lookup failed: {other}")),
     }
 }

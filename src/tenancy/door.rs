@@ -7,6 +7,9 @@
 //! tenant's context to the next borrower; because RLS is forced on every tenant table, a query that
 //! forgets `WHERE tenant_id = …` still sees only this tenant's rows.
 
+use std::future::Future;
+use std::time::{Duration, Instant};
+
 use diesel::QueryResult;
 use diesel::query_builder::{AstPass, QueryFragment, QueryId};
 use diesel_async::pooled_connection::deadpool::Object;
@@ -17,6 +20,7 @@ use diesel_async::{
 };
 use futures_util::future::BoxFuture;
 
+use crate::config::Config;
 use crate::db::pool::PgPool;
 use crate::error::{AppError, AppResult};
 use crate::ids::{TenantId, UserId};
@@ -73,20 +77,51 @@ impl PlatformTx<'_> {
     }
 }
 
+/// How long the door lets database work run.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// `SET LOCAL statement_timeout` in every transaction: PostgreSQL cancels a runaway statement.
+    pub statement_timeout_ms: u64,
+    /// Client-side bound on one transaction outside a request (CLI, background jobs). Inside a
+    /// request the request's deadline ([`crate::deadline`]) bounds it instead. Either way a
+    /// database that stops answering without closing the connection cannot hang the caller.
+    pub budget: Duration,
+}
+
+impl Limits {
+    /// The configured limits: the database's statement timeout, and the request deadline as the
+    /// budget of work that runs outside a request.
+    pub fn of(config: &Config) -> Self {
+        Self {
+            statement_timeout_ms: config.database.statement_timeout_ms,
+            budget: Duration::from_millis(config.http.request_timeout_ms),
+        }
+    }
+}
+
 /// Owner of the pool; see the module docs.
 #[derive(Clone)]
 pub struct Door {
     pool: PgPool,
-    retry_after_secs: u64,
+    limits: Limits,
 }
 
 impl Door {
     /// Takes sole ownership of `pool`.
-    pub fn new(pool: PgPool, retry_after_secs: u64) -> Self {
-        Self {
-            pool,
-            retry_after_secs,
-        }
+    pub fn new(pool: PgPool, limits: Limits) -> Self {
+        Self { pool, limits }
+    }
+
+    /// The limits this door applies.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// A door over a new lazy pool for `url` (the server's role for requests; the owner's for
+    /// the CLI's administrative paths), with the configured limits.
+    pub fn connect(url: &str, config: &Config) -> anyhow::Result<Self> {
+        let pool = crate::db::pool::build(url, &config.database)?;
+        Ok(Self::new(pool, Limits::of(config)))
     }
 
     /// Runs `f` in a READ ONLY tenant transaction.
@@ -119,19 +154,26 @@ impl Door {
             + 'a,
         R: Send + 'a,
     {
-        let mut obj = self.checkout().await?;
-        let conn: &mut AsyncPgConnection = &mut obj;
-        let begin = if read_only {
-            "BEGIN READ ONLY"
-        } else {
-            "BEGIN"
-        };
-        AnsiTransactionManager::begin_transaction_sql(conn, begin)
-            .await
-            .map_err(|e| self.db_error(e))?;
-        let mut tx = PlatformTx { conn };
-        let result = f(&mut tx).await;
-        finish(tx.conn, result).await
+        self.bounded(async {
+            let mut obj = self.checkout().await?;
+            let conn: &mut AsyncPgConnection = &mut obj;
+            let begin = format!(
+                "{}; SET LOCAL statement_timeout = {}",
+                if read_only {
+                    "BEGIN READ ONLY"
+                } else {
+                    "BEGIN"
+                },
+                self.limits.statement_timeout_ms
+            );
+            AnsiTransactionManager::begin_transaction_sql(conn, &begin)
+                .await
+                .map_err(|e| self.db_error(e))?;
+            let mut tx = PlatformTx { conn };
+            let result = f(&mut tx).await;
+            finish(tx.conn, result).await
+        })
+        .await
     }
 
     /// A read-only tenant transaction around exactly one query, sent as one pipelined round
@@ -147,22 +189,25 @@ impl Door {
         F: FnOnce(&mut AsyncPgConnection) -> BoxFuture<'static, QueryResult<R>>,
         R: Send,
     {
-        let mut guard = Checkout(Some(self.checkout().await?));
-        let conn: &mut AsyncPgConnection = guard.0.as_mut().expect("checked out");
-        // The query and COMMIT futures do not borrow the connection; they are polled after the
-        // BEGIN batch by join!, which polls in argument order, so they are sent after it.
-        let query = f(conn);
-        let commit = Commit.execute(conn);
-        let begin_sql = begin_sql(scope, true);
-        let (begun, result, committed) =
-            futures_util::join!(conn.batch_execute(&begin_sql), query, commit);
-        if let Err(e) = begun {
-            return Err(self.db_error(e));
-        }
-        let value = result.map_err(AppError::from)?;
-        committed.map_err(AppError::from)?;
-        guard.release();
-        Ok(value)
+        self.bounded(async {
+            let mut guard = Checkout(Some(self.checkout().await?));
+            let conn: &mut AsyncPgConnection = guard.0.as_mut().expect("checked out");
+            // The query and COMMIT futures do not borrow the connection; they are polled after
+            // the BEGIN batch by join!, which polls in argument order, so they are sent after it.
+            let query = f(conn);
+            let commit = Commit.execute(conn);
+            let begin_sql = begin_sql(scope, true, self.limits.statement_timeout_ms);
+            let (begun, result, committed) =
+                futures_util::join!(conn.batch_execute(&begin_sql), query, commit);
+            if let Err(e) = begun {
+                return Err(self.db_error(e));
+            }
+            let value = result.map_err(AppError::from)?;
+            committed.map_err(AppError::from)?;
+            guard.release();
+            Ok(value)
+        })
+        .await
     }
 
     async fn tenant_tx<'a, R, F>(&self, scope: TxScope, read_only: bool, f: F) -> AppResult<R>
@@ -172,46 +217,66 @@ impl Door {
             + 'a,
         R: Send + 'a,
     {
-        let mut obj = self.checkout().await?;
-        let conn: &mut AsyncPgConnection = &mut obj;
-        AnsiTransactionManager::begin_transaction_sql(conn, &begin_sql(scope, read_only))
+        self.bounded(async {
+            let mut obj = self.checkout().await?;
+            let conn: &mut AsyncPgConnection = &mut obj;
+            let begin = begin_sql(scope, read_only, self.limits.statement_timeout_ms);
+            AnsiTransactionManager::begin_transaction_sql(conn, &begin)
+                .await
+                .map_err(|e| self.db_error(e))?;
+            let mut tx = TenantTx { conn, scope };
+            let result = f(&mut tx).await;
+            finish(tx.conn, result).await
+        })
+        .await
+    }
+
+    /// Runs `work` until the request's deadline (or the door's own budget outside a request).
+    /// Past it the work is dropped: a connection left inside a transaction is flagged broken by
+    /// diesel-async (or detached by [`Checkout`]) and never returns to the pool, and the caller
+    /// answers 503.
+    async fn bounded<R>(&self, work: impl Future<Output = AppResult<R>>) -> AppResult<R> {
+        let deadline =
+            crate::deadline::current().unwrap_or_else(|| Instant::now() + self.limits.budget);
+        tokio::time::timeout_at(deadline.into(), work)
             .await
-            .map_err(|e| self.db_error(e))?;
-        let mut tx = TenantTx { conn, scope };
-        let result = f(&mut tx).await;
-        finish(tx.conn, result).await
+            .unwrap_or_else(|_| {
+                Err(AppError::Unavailable(
+                    "database work did not finish before the deadline".into(),
+                ))
+            })
     }
 
     async fn checkout(
         &self,
     ) -> AppResult<diesel_async::pooled_connection::deadpool::Object<AsyncPgConnection>> {
-        self.pool.get().await.map_err(|e| {
-            AppError::Unavailable(format!("database pool: {e}"), self.retry_after_secs)
-        })
+        self.pool
+            .get()
+            .await
+            .map_err(|e| AppError::Unavailable(format!("database pool: {e}")))
     }
 
     fn db_error(&self, e: diesel::result::Error) -> AppError {
         // Failing to even begin means the connection or server is gone: tell the client to retry.
-        AppError::Unavailable(format!("begin transaction: {e}"), self.retry_after_secs)
-    }
-
-    /// Pool status, for logs and readiness.
-    pub fn pool_status(&self) -> deadpool::Status {
-        self.pool.status()
+        AppError::Unavailable(format!("begin transaction: {e}"))
     }
 }
 
-/// `BEGIN [READ ONLY]; SET LOCAL app.tenant_id = '…'[; SET LOCAL app.user_id = '…']`: one
-/// simple-protocol message, one round trip, each setting its own statement (Citus propagates
-/// SET LOCAL only as a plain statement inside BEGIN). The values are formatted from parsed UUIDs,
-/// never from request text: SET takes no bind parameters.
-fn begin_sql(scope: TxScope, read_only: bool) -> String {
-    let mut sql = String::with_capacity(128);
+/// `BEGIN [READ ONLY]; SET LOCAL statement_timeout = …; SET LOCAL app.tenant_id = '…'[; SET
+/// LOCAL app.user_id = '…']`: one simple-protocol message, one round trip, each setting its own
+/// statement (Citus propagates SET LOCAL only as a plain statement inside BEGIN). The values are
+/// formatted from parsed UUIDs and a number, never from request text: SET takes no bind
+/// parameters.
+fn begin_sql(scope: TxScope, read_only: bool, statement_timeout_ms: u64) -> String {
+    let mut sql = String::with_capacity(160);
     sql.push_str(if read_only {
         "BEGIN READ ONLY; "
     } else {
         "BEGIN; "
     });
+    sql.push_str(&format!(
+        "SET LOCAL statement_timeout = {statement_timeout_ms}; "
+    ));
     sql.push_str(&format!(
         "SET LOCAL app.tenant_id = '{}'",
         scope.tenant.as_uuid()

@@ -1,9 +1,69 @@
-//! Host → tenant target (API.md §1). Nothing but the host selects a tenant by address; the other
+//! Host → tenant target (../shared/API.md §1). Nothing but the host selects a tenant by address; the other
 //! way in is the credential.
 
-/// Slugs that always mean the root host.
+/// Slugs that are never a tenant: their hosts mean the root host, and signup refuses them. The
+/// contract's names first; then names a visitor would take for the operator's own (`login`,
+/// `billing`, `support`, …), infrastructure host names (`localhost`, `mx`, `autodiscover`, …)
+/// and environment names, so no tenant can pose as any of them.
 pub const RESERVED: &[&str] = &[
-    "api", "www", "app", "admin", "platform", "auth", "docs", "status", "mail", "static",
+    "api",
+    "www",
+    "app",
+    "admin",
+    "platform",
+    "auth",
+    "docs",
+    "status",
+    "mail",
+    "static",
+    // the operator's own pages
+    "account",
+    "accounts",
+    "administrator",
+    "billing",
+    "console",
+    "dashboard",
+    "help",
+    "id",
+    "login",
+    "logout",
+    "oauth",
+    "register",
+    "root",
+    "security",
+    "signin",
+    "signup",
+    "sso",
+    "support",
+    "system",
+    "tessera",
+    // infrastructure
+    "assets",
+    "autoconfig",
+    "autodiscover",
+    "cdn",
+    "files",
+    "ftp",
+    "imap",
+    "internal",
+    "localhost",
+    "media",
+    "metrics",
+    "mx",
+    "ns",
+    "ns1",
+    "ns2",
+    "pop",
+    "smtp",
+    "webmail",
+    "wpad",
+    // environments
+    "dev",
+    "prod",
+    "production",
+    "sandbox",
+    "staging",
+    "test",
 ];
 
 /// What the `Host` header addresses.
@@ -40,14 +100,24 @@ fn strip_port(host: &str) -> &str {
     host.rsplit_once(':').map_or(host, |(h, _)| h)
 }
 
-/// Whether `slug` is acceptable for a new tenant: `^[a-z0-9][a-z0-9-]{1,30}[a-z0-9]$`, not reserved.
+/// The shape of a tenant slug (also the OpenAPI pattern): lower-case letters and digits, single
+/// hyphens between them. No `--` anywhere: labels with hyphens in the third and fourth place are
+/// reserved for IDNA (RFC 5891 §4.2.3.1), and `xn--pple-43d` displays as "аpple" with a Cyrillic
+/// а — a look-alike of another tenant.
+pub const SLUG_PATTERN: &str = "^[a-z0-9]+(-[a-z0-9]+)*$";
+/// Shortest slug.
+pub const SLUG_MIN: usize = 3;
+/// Longest slug.
+pub const SLUG_MAX: usize = 32;
+
+/// Whether `slug` is acceptable for a new tenant: [`SLUG_PATTERN`], 3–32 characters, not
+/// [`RESERVED`].
 pub fn valid_slug(slug: &str) -> bool {
-    let b = slug.as_bytes();
-    let ok_char = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit();
-    (3..=32).contains(&b.len())
-        && ok_char(&b[0])
-        && ok_char(&b[b.len() - 1])
-        && b.iter().all(|c| ok_char(c) || *c == b'-')
+    let ok_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+    (SLUG_MIN..=SLUG_MAX).contains(&slug.len())
+        && slug
+            .split('-')
+            .all(|part| !part.is_empty() && part.chars().all(ok_char))
         && !RESERVED.contains(&slug)
 }
 
@@ -72,6 +142,7 @@ mod tests {
         assert_eq!(target("acmelocalhost", "localhost"), HostTarget::Root);
         assert_eq!(target("127.0.0.1:8080", "localhost"), HostTarget::Root);
         assert_eq!(target("[::1]:8080", "localhost"), HostTarget::Root);
+        assert_eq!(target("localhost.localhost", "localhost"), HostTarget::Root);
     }
 
     #[test]
@@ -85,5 +156,28 @@ mod tests {
         assert!(!valid_slug("www"));
         assert!(!valid_slug(&"a".repeat(33)));
         assert!(valid_slug(&"a".repeat(32)));
+        // IDNA look-alikes and every other double hyphen.
+        assert!(!valid_slug("xn--pple-43d"));
+        assert!(!valid_slug("ab--cd"));
+        assert!(!valid_slug("a--b"));
+        assert!(valid_slug("a-b-c"));
+        assert!(!valid_slug("localhost"));
+        assert!(!valid_slug("acme.corp"));
+        assert!(!valid_slug("ácme"));
+        // The pattern says the same as the check.
+        let re = regex::Regex::new(SLUG_PATTERN).unwrap();
+        for s in [
+            "acme",
+            "a-1",
+            "xn--pple-43d",
+            "-acme",
+            "acme-",
+            "a--b",
+            "Acme",
+            "a_b",
+        ] {
+            let shaped = (SLUG_MIN..=SLUG_MAX).contains(&s.len()) && re.is_match(s);
+            assert_eq!(shaped, valid_slug(s), "{s}");
+        }
     }
 }

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use actix_web::{HttpServer, web};
+use actix_web::web;
 use figment::providers::Env;
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde_json::{Value, json};
@@ -193,13 +193,18 @@ impl Drop for TestDb {
     }
 }
 
+/// The test profile's configuration, no database chosen yet.
+pub fn base_config() -> Config {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    Config::load_from(Profile::Test, &dir, Env::prefixed("TESSERA_TEST_NONE_")).unwrap()
+}
+
 /// Test configuration: generous throttles unless a test tightens them.
 pub fn test_config(db: &TestDb) -> Config {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
-    let mut c =
-        Config::load_from(Profile::Test, &dir, Env::prefixed("TESSERA_TEST_NONE_")).unwrap();
+    let mut c = base_config();
     c.database.url = db.app_url();
     c.database.pool_size = 4;
+    c.http.shutdown_timeout_secs = 1;
     c.auth.signup_ip_per_hour = 10_000;
     c.auth.login_account_per_minute = 10_000;
     c.auth.login_ip_per_minute = 10_000;
@@ -254,15 +259,16 @@ impl TestApp {
         tweak(&mut config);
         let (keys, _) = Keys::generate().unwrap();
         let state = web::Data::new(AppState::new(config, keys).unwrap());
-        let s2 = state.clone();
-        let server = HttpServer::new(move || app::build(s2.clone()))
-            .workers(1)
-            .disable_signals()
-            .shutdown_timeout(1)
-            .bind("127.0.0.1:0")
-            .unwrap();
-        let port = server.addrs()[0].port();
-        let server = server.run();
+        let (server, addrs) = app::listen(
+            state.clone(),
+            &app::Listen {
+                bind: "127.0.0.1:0".into(),
+                workers: 1,
+                signals: false,
+            },
+        )
+        .unwrap();
+        let port = addrs[0].port();
         let handle = server.handle();
         actix_web::rt::spawn(server);
         let http = reqwest::Client::builder()
@@ -457,4 +463,41 @@ pub async fn expect_problem(res: Response, status: StatusCode, code: &str) -> Va
 pub fn stable(mut body: Value) -> Value {
     body.as_object_mut().unwrap().remove("request_id");
     body
+}
+
+/// A raw HTTP/1.1 exchange, for what a client library would never send: writes `request` on a
+/// fresh connection and reads until the server closes it or `wait` passes. Returns what was read
+/// and whether the server closed the connection.
+pub async fn raw(port: u16, request: &[u8], wait: std::time::Duration) -> (String, bool) {
+    use tokio::io::AsyncWriteExt;
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    stream.write_all(request).await.expect("write request");
+    read_until_closed(&mut stream, wait).await
+}
+
+/// Reads from `stream` until EOF or `wait` passes; returns the text and whether EOF came.
+pub async fn read_until_closed(
+    stream: &mut tokio::net::TcpStream,
+    wait: std::time::Duration,
+) -> (String, bool) {
+    use tokio::io::AsyncReadExt;
+    let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut buf = [0u8; 8192];
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return (String::from_utf8_lossy(&out).into_owned(), true),
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+            Err(_) => return (String::from_utf8_lossy(&out).into_owned(), false),
+        }
+    }
+}
+
+/// The status codes of every HTTP response in a raw exchange, in order.
+pub fn statuses(raw: &str) -> Vec<u16> {
+    raw.match_indices("HTTP/1.1 ")
+        .filter_map(|(i, _)| raw.get(i + 9..i + 12)?.parse().ok())
+        .collect()
 }

@@ -106,7 +106,8 @@ fn if_match(req: &HttpRequest) -> Option<Vec<i64>> {
     )
 }
 
-/// Path ids that are not UUIDs are simply not found (same answer as any missing id).
+/// Path ids that are not canonical UUIDs are simply not found (same answer as any missing id):
+/// one record, one URL.
 fn contact_id(raw: &str) -> AppResult<ContactId> {
     raw.parse().map_err(|_| AppError::NotFound)
 }
@@ -146,9 +147,15 @@ pub async fn list_contacts(
     )?;
     let uuid_param = |k: &str, errors: &mut Vec<FieldError>| -> Option<Uuid> {
         let v = get(k)?;
-        v.parse()
-            .map_err(|_| errors.push(FieldError::new(k, "invalid_format", "must be a UUID")))
-            .ok()
+        let id = crate::ids::canonical_uuid(v);
+        if id.is_none() {
+            errors.push(FieldError::new(
+                k,
+                "invalid_format",
+                "must be a UUID in canonical form (lower-case, hyphenated)",
+            ));
+        }
+        id
     };
     let filters = Filters {
         email: get("email").map(str::to_owned),

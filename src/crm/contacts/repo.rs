@@ -43,19 +43,6 @@ pub struct Filters {
     pub q: Option<String>,
 }
 
-/// A live contact by id, or `None` (missing, deleted, or another tenant's: indistinguishable).
-pub async fn get(tx: &mut TenantTx<'_>, id: ContactId) -> AppResult<Option<Contact>> {
-    let tenant = tx.tenant_id();
-    Ok(contacts::table
-        .filter(contacts::tenant_id.eq(tenant))
-        .filter(contacts::id.eq(id))
-        .filter(contacts::deleted_at.is_null())
-        .select(Contact::as_select())
-        .first(tx.conn())
-        .await
-        .optional()?)
-}
-
 /// The query behind `GET /v1/contacts/{id}`, built for [`crate::tenancy::Door::read_one`].
 pub fn find_live(
     conn: &mut diesel_async::AsyncPgConnection,
@@ -73,7 +60,8 @@ pub fn find_live(
         .boxed()
 }
 
-/// Like [`get`], locking the row for the rest of the transaction.
+/// A live contact by id, or `None` (missing, deleted, or another tenant's: indistinguishable),
+/// locking the row for the rest of the transaction.
 pub async fn get_for_update(tx: &mut TenantTx<'_>, id: ContactId) -> AppResult<Option<Contact>> {
     let tenant = tx.tenant_id();
     Ok(contacts::table
