@@ -17,6 +17,7 @@ use crate::db::pool;
 use crate::http::fallback::{self, RouteTable};
 use crate::http::health::ApiJson;
 use crate::http::{openapi, request_id, routes};
+use crate::maintenance;
 use crate::tenancy::Door;
 use crate::tenancy::directory::Directory;
 
@@ -116,6 +117,8 @@ pub async fn serve(state: AppState) -> anyhow::Result<()> {
             throttles.prune();
         }
     });
+    // Expired idempotency keys and refresh tokens are deleted so the tables stay their live size.
+    maintenance::spawn_purge(state.door.clone(), &config.maintenance);
     let mut server = HttpServer::new(move || build(state.clone()))
         .shutdown_timeout(config.http.shutdown_timeout_secs)
         .bind(&config.http.bind)

@@ -1,5 +1,6 @@
 //! Housekeeping: the purge of expired idempotency keys and refresh tokens — every tenant's, in
-//! bounded batches, never a live row (nor one revived while the purge waited for it).
+//! bounded batches, never a live row (nor one revived while the purge waited for it) — and the
+//! timer that runs it.
 
 mod common;
 
@@ -8,7 +9,8 @@ use std::time::{Duration, Instant};
 use common::*;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
-use tessera::maintenance::{BATCH, Purged, TENANT_PAGE, purge_expired};
+use tessera::config::MaintenanceConfig;
+use tessera::maintenance::{BATCH, Purged, TENANT_PAGE, purge_expired, spawn_purge};
 use tokio_postgres::Client;
 
 const EXPIRED: &str = "-1 hour";
@@ -150,6 +152,40 @@ async fn purge_pages_through_more_tenants_than_one_page() {
     assert_eq!(purged.tenants, TENANT_PAGE as u64 + 1);
     assert_eq!(purged.idempotency_keys, 3);
     assert_eq!(rows(&db, "idempotency_keys", last).await, (0, 0));
+}
+
+#[actix_web::test]
+async fn the_timer_purges_on_its_own_and_zero_turns_it_off() {
+    let app = TestApp::spawn_with(|c| c.maintenance.purge_interval_secs = 1).await;
+    let off = MaintenanceConfig {
+        purge_interval_secs: 0,
+    };
+    assert!(spawn_purge(app.state.door.clone(), &off).is_none());
+
+    let a = app.signup().await;
+    let db = app.db.admin().await;
+    seed_keys(&db, &a.id, "old", 4, EXPIRED).await;
+    seed_keys(&db, &a.id, "new", 1, LIVE).await;
+    seed_tokens(&db, &a, 3, EXPIRED, "revoked").await;
+
+    let timer = spawn_purge(app.state.door.clone(), &app.state.config.maintenance)
+        .expect("an interval of 1 s turns the timer on");
+    // The first run comes within a second (jitter), so 15 s is a generous deadline.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let keys = rows(&db, "idempotency_keys", &a.id).await;
+        let tokens = rows(&db, "refresh_tokens", &a.id).await;
+        if keys.0 == 0 && tokens.0 == 0 {
+            assert_eq!((keys.1, tokens.1), (1, 1), "live rows are kept");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the timer did not purge: keys {keys:?}, tokens {tokens:?} (expired, live)"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    timer.abort();
 }
 
 #[actix_web::test]
