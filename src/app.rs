@@ -16,6 +16,7 @@ use crate::config::Config;
 use crate::http::fallback::{self, RouteTable};
 use crate::http::health::ApiJson;
 use crate::http::{conn, edge, openapi, request_id, routes};
+use crate::maintenance;
 use crate::tenancy::Door;
 use crate::tenancy::directory::Directory;
 
@@ -140,6 +141,8 @@ pub async fn serve(state: AppState) -> anyhow::Result<()> {
             throttles.prune();
         }
     });
+    // Expired idempotency keys and refresh tokens are deleted so the tables stay their live size.
+    maintenance::spawn_purge(state.door.clone(), &config.maintenance);
     let (server, _) = listen(
         state,
         &Listen {

@@ -12,6 +12,7 @@ use figment::providers::{Env, Format, Toml};
 use serde::{Deserialize, Serialize};
 
 const EMBEDDED_DEFAULTS: &str = include_str!("../config/default.toml");
+const MAX_PURGE_INTERVAL_SECS: u64 = 7 * 24 * 3600;
 
 /// Which set of defaults and safety rules apply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,6 +65,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Tenant resolution.
     pub tenancy: TenancyConfig,
+    /// Background housekeeping.
+    pub maintenance: MaintenanceConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -161,6 +164,14 @@ pub struct AuthConfig {
 pub struct TenancyConfig {
     /// TTL of the per-process tenant cache.
     pub cache_secs: u64,
+}
+
+/// `[maintenance]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaintenanceConfig {
+    /// Seconds between purges of expired idempotency keys and refresh tokens; 0 turns it off.
+    pub purge_interval_secs: u64,
 }
 
 /// `[log]`
@@ -272,6 +283,14 @@ impl Config {
             if v == 0 {
                 return fail(key, "must be at least 1");
             }
+        }
+        // Longer than a week lets expired rows pile up for weeks, and a value that large is more
+        // likely milliseconds typed as seconds.
+        if self.maintenance.purge_interval_secs > MAX_PURGE_INTERVAL_SECS {
+            return fail(
+                "maintenance.purge_interval_secs",
+                "must be 0 (off) or at most 604800 (7 days)",
+            );
         }
         if !matches!(self.log.format.as_str(), "json" | "pretty") {
             return fail("log.format", "expected json or pretty");
@@ -385,6 +404,27 @@ mod tests {
             assert!(e.to_string().contains("nope"), "{e}");
             Ok(())
         });
+    }
+
+    #[test]
+    fn purge_interval_defaults_to_an_hour_zero_disables_and_a_week_is_the_limit() {
+        let mut c = Config::load_from(
+            Profile::Development,
+            &dir(),
+            Env::prefixed("TESSERA_UNSET_"),
+        )
+        .unwrap();
+        assert_eq!(c.maintenance.purge_interval_secs, 3600);
+        c.maintenance.purge_interval_secs = 0;
+        c.validate().unwrap();
+        c.maintenance.purge_interval_secs = MAX_PURGE_INTERVAL_SECS;
+        c.validate().unwrap();
+        c.maintenance.purge_interval_secs = MAX_PURGE_INTERVAL_SECS + 1;
+        let e = c.validate().unwrap_err();
+        assert!(
+            e.to_string().contains("maintenance.purge_interval_secs"),
+            "{e}"
+        );
     }
 
     #[test]

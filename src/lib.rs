@@ -14,4 +14,5 @@ pub mod devdb;
 pub mod error;
 pub mod http;
 pub mod ids;
+pub mod maintenance;
 pub mod tenancy;

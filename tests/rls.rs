@@ -1,6 +1,7 @@
 //! Row-level security: the catalogue guard (and proof that it catches each weakening), the startup
-//! guard refusing a bypassing role, RLS behaviour as the real app role, and the pool never
-//! carrying tenant context from one borrower to the next.
+//! guard refusing a bypassing role, RLS behaviour as the real app role (the audit trail
+//! append-only, its head forward-only), and the pool never carrying tenant context from one
+//! borrower to the next.
 
 mod common;
 
@@ -328,6 +329,131 @@ async fn the_audit_trail_is_append_only_for_the_app_role() {
         .await
         .unwrap_err();
     assert!(format!("{err:?}").contains("append-only"), "{err:?}");
+}
+
+/// Runs `sql` as the app role inside `tenant`'s context, in a transaction of its own that is
+/// rolled back; returns the error, if any.
+async fn as_app_in(
+    db: &tokio_postgres::Client,
+    tenant: &str,
+    sql: &str,
+) -> Option<tokio_postgres::Error> {
+    db.batch_execute(&format!("BEGIN; SET LOCAL app.tenant_id = '{tenant}'"))
+        .await
+        .unwrap();
+    let result = db.batch_execute(sql).await;
+    db.batch_execute("ROLLBACK").await.unwrap();
+    result.err()
+}
+
+/// The tenant's audit head (`last_seq`), read as the superuser.
+async fn audit_head(db: &tokio_postgres::Client, tenant: &str) -> i64 {
+    let sql = "SELECT last_seq FROM audit_heads WHERE tenant_id = $1::text::uuid";
+    db.query_one(sql, &[&tenant]).await.unwrap().get(0)
+}
+
+#[actix_web::test]
+async fn the_audit_head_only_moves_forward_for_every_role() {
+    let app = TestApp::spawn().await;
+    let a = app.signup().await;
+    let admin = app.db.admin().await;
+    let before = audit_head(&admin, &a.id).await;
+    assert!(before >= 1, "signup is audited");
+    let db = app.db.as_app().await;
+    for sql in [
+        "UPDATE audit_heads SET last_seq = 0",
+        "UPDATE audit_heads SET last_seq = last_seq - 1",
+        "UPDATE audit_heads SET last_seq = last_seq + 5",
+        "UPDATE audit_heads SET last_seq = last_seq",
+    ] {
+        let err = as_app_in(&db, &a.id, sql).await;
+        let err = err.unwrap_or_else(|| panic!("the app role could run `{sql}`"));
+        assert!(
+            format!("{err:?}").contains("only moves forward"),
+            "{sql}: {err:?}"
+        );
+    }
+    // Moving the head to another tenant: RLS refuses the app role already; the trigger refuses
+    // even a role that bypasses RLS (here the superuser), with the bump it would otherwise allow.
+    let c = uuid::Uuid::now_v7();
+    admin
+        .execute(
+            "INSERT INTO tenants (id, slug, name) VALUES ($1, $2, 'No events yet')",
+            &[&c, &format!("c{}", c.simple())],
+        )
+        .await
+        .unwrap();
+    let to_c = format!("UPDATE audit_heads SET tenant_id = '{c}', last_seq = last_seq + 1");
+    assert!(as_app_in(&db, &a.id, &to_c).await.is_some());
+    let err = admin
+        .batch_execute(&format!("{to_c} WHERE tenant_id = '{}'", a.id))
+        .await
+        .unwrap_err();
+    assert!(format!("{err:?}").contains("only moves forward"), "{err:?}");
+    // A tenant without a head may start one only at 1, as audit::record does.
+    let err = as_app_in(
+        &db,
+        &c.to_string(),
+        &format!("INSERT INTO audit_heads (tenant_id, last_seq) VALUES ('{c}', 7)"),
+    )
+    .await
+    .expect("the app role could start a head at 7");
+    assert!(format!("{err:?}").contains("only moves forward"), "{err:?}");
+    let err = admin
+        .batch_execute(&format!(
+            "UPDATE audit_heads SET last_seq = 0 WHERE tenant_id = '{}'",
+            a.id
+        ))
+        .await
+        .unwrap_err();
+    assert!(format!("{err:?}").contains("only moves forward"), "{err:?}");
+    assert_eq!(
+        audit_head(&admin, &a.id).await,
+        before,
+        "nothing moved the head"
+    );
+}
+
+#[actix_web::test]
+async fn audited_writes_still_number_their_events_one_by_one() {
+    let app = TestApp::spawn().await;
+    let a = app.signup().await;
+    let b = app.signup().await;
+    for i in 0..3 {
+        app.create_contact(&a, json!({"email": format!("a{i}@a.test")}))
+            .await;
+    }
+    let c = app.create_contact(&b, json!({"first_name": "B"})).await;
+    let res = app
+        .as_tenant(
+            &b,
+            Method::DELETE,
+            &format!("/v1/contacts/{}", c["id"].as_str().unwrap()),
+        )
+        .send()
+        .await
+        .unwrap();
+    expect(res, StatusCode::NO_CONTENT).await;
+    let admin = app.db.admin().await;
+    for (t, at_least) in [(&a, 4), (&b, 3)] {
+        let seqs: Vec<i64> = admin
+            .query(
+                "SELECT seq FROM audit_events WHERE tenant_id = $1::text::uuid ORDER BY seq",
+                &[&t.id],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert!(seqs.len() >= at_least, "{seqs:?}");
+        assert_eq!(seqs, (1..=seqs.len() as i64).collect::<Vec<_>>());
+        assert_eq!(
+            audit_head(&admin, &t.id).await,
+            seqs.len() as i64,
+            "the head is the last event's seq"
+        );
+    }
 }
 
 #[actix_web::test]
