@@ -1013,6 +1013,62 @@ async fn jwt_not_yet_valid_is_rejected() {
     expect_401(me_on(&app, &t.slug, &token).await, "unauthenticated").await;
 }
 
+/// A token signed with the server's own key whose claims are `real_claims` with `iat`/`nbf`/`exp`
+/// replaced.
+fn server_token_with_times(app: &TestApp, t: &Tenant, iat: i64, nbf: i64, exp: i64) -> String {
+    let mut claims = real_claims(t);
+    claims["iat"] = json!(iat);
+    claims["nbf"] = json!(nbf);
+    claims["exp"] = json!(exp);
+    sign_as_server(app, &eddsa_header(app), &claims)
+}
+
+#[actix_web::test]
+async fn jwt_valid_for_a_year_is_rejected() {
+    let app = TestApp::spawn().await;
+    let t = app.signup().await;
+    let n = now();
+    let token = server_token_with_times(&app, &t, n, n, n + 365 * 86_400);
+    expect_401(me_on(&app, &t.slug, &token).await, "unauthenticated").await;
+    // Refused again, not answered from the verified-token cache.
+    expect_401(me_root(&app, &token).await, "unauthenticated").await;
+}
+
+#[actix_web::test]
+async fn jwt_issued_in_the_future_is_rejected() {
+    let app = TestApp::spawn().await;
+    let t = app.signup().await;
+    let n = now();
+    // A normal 900 s lifetime, valid from now, but "issued" an hour from now: it would live
+    // an hour and a quarter.
+    let token = server_token_with_times(&app, &t, n + 3600, n, n + 3600 + 900);
+    expect_401(me_on(&app, &t.slug, &token).await, "unauthenticated").await;
+}
+
+#[actix_web::test]
+async fn jwt_without_iat_is_rejected() {
+    let app = TestApp::spawn().await;
+    let t = app.signup().await;
+    let mut claims = real_claims(&t);
+    claims.as_object_mut().unwrap().remove("iat");
+    let token = sign_as_server(&app, &eddsa_header(&app), &claims);
+    expect_401(me_on(&app, &t.slug, &token).await, "unauthenticated").await;
+}
+
+#[actix_web::test]
+async fn jwt_longer_lived_than_the_configured_ttl_is_rejected() {
+    // The configured lifetime, not a fixed 900 s, is the bound: lowering it refuses outstanding
+    // longer-lived tokens.
+    let app = TestApp::spawn_with(|c| c.auth.access_ttl_secs = 300).await;
+    let t = app.signup().await;
+    let n = now();
+    let over = server_token_with_times(&app, &t, n, n, n + 301);
+    expect_401(me_on(&app, &t.slug, &over).await, "unauthenticated").await;
+    // Positive control: exactly the configured lifetime is fine.
+    let exact = server_token_with_times(&app, &t, n, n, n + 300);
+    expect(me_on(&app, &t.slug, &exact).await, StatusCode::OK).await;
+}
+
 #[actix_web::test]
 async fn jwt_wrong_audience_is_rejected() {
     let app = TestApp::spawn().await;
