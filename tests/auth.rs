@@ -296,12 +296,58 @@ async fn signup_rejects_short_password() {
     body["user"]["password"] = json!("elevenchars");
     let res = post_signup(&app, &body).await;
     let problem = expect_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
-    let fields: Vec<String> = field_errors(&problem).into_iter().map(|(f, _)| f).collect();
-    assert_eq!(fields, ["user.password"], "{problem}");
+    assert_eq!(
+        field_errors(&problem),
+        [("user.password".into(), "too_short".into())]
+    );
+    assert_eq!(
+        problem["errors"][0]["message"], "must be at least 12 characters",
+        "{problem}"
+    );
 
-    // Twelve characters is enough.
-    body["user"]["password"] = json!("twelve chars");
+    // Twelve characters is enough, counted as characters: these are 48 bytes.
+    body["user"]["password"] = json!("🔑".repeat(12));
     expect(post_signup(&app, &body).await, StatusCode::CREATED).await;
+}
+
+#[actix_web::test]
+async fn signup_rejects_long_password_as_too_long() {
+    let app = TestApp::spawn().await;
+    let slug = unique_slug();
+    let mut body = signup_body(&slug);
+    body["user"]["password"] = json!("x".repeat(257));
+    let res = post_signup(&app, &body).await;
+    let problem = expect_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+    assert_eq!(
+        field_errors(&problem),
+        [("user.password".into(), "too_long".into())]
+    );
+    assert_eq!(
+        problem["errors"][0]["message"], "must be at most 256 characters",
+        "{problem}"
+    );
+}
+
+#[actix_web::test]
+async fn password_limit_counts_characters_at_signup_and_login() {
+    let app = TestApp::spawn().await;
+    let slug = unique_slug();
+    let mut body = signup_body(&slug);
+    // 256 four-byte characters: 1 KiB, but within 256 characters.
+    let password = "🔑".repeat(256);
+    body["user"]["password"] = json!(password);
+    expect(post_signup(&app, &body).await, StatusCode::CREATED).await;
+    let email = format!("owner@{slug}.test");
+    // Login applies the same character rule: the 256-character password logs in ...
+    expect(
+        login_on(&app, &slug, &email, &password).await,
+        StatusCode::OK,
+    )
+    .await;
+    // ... and one character more is refused like any wrong password.
+    let longer = format!("{password}🔑");
+    let res = login_on(&app, &slug, &email, &longer).await;
+    expect_problem(res, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
 }
 
 #[actix_web::test]

@@ -48,7 +48,8 @@ pub struct SignupTenant {
 pub struct SignupUser {
     /// Login email.
     pub email: String,
-    /// At least 12 characters.
+    /// 12–256 characters.
+    #[schema(min_length = 12, max_length = 256)]
     pub password: String,
     /// Display name.
     pub name: String,
@@ -99,8 +100,8 @@ fn validate_signup(req: &SignupRequest) -> Result<(), AppError> {
     if let Err(m) = users::validate_email(&req.user.email) {
         errors.push(FieldError::new("user.email", "invalid_format", m));
     }
-    if let Err(m) = password::check_policy(&req.user.password) {
-        errors.push(FieldError::new("user.password", "too_short", m));
+    if let Err(e) = password::check_policy(&req.user.password) {
+        errors.push(FieldError::new("user.password", e.code(), e.to_string()));
     }
     if req.user.name.trim().is_empty() || req.user.name.len() > 200 {
         errors.push(FieldError::new(
@@ -257,7 +258,7 @@ pub async fn login(
         .throttles
         .login_account
         .check(&format!("{}:{email}", tenant.id))?;
-    if input.password.len() > password::MAX_LEN {
+    if password::exceeds_max(&input.password) {
         return Err(AppError::InvalidCredentials);
     }
     let tenant_id = tenant.id;
