@@ -238,7 +238,7 @@ pub struct LoginRequest {
     responses(
         (status = 200, description = "Logged in", body = TokenPair),
         (status = 401, description = "Wrong email or password (`invalid_credentials`, the same for both), or no tenant host (`unauthenticated`)", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Throttled per account and per IP", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Throttled (`rate_limited`, `Retry-After`): attempts per client IP, or failures on this account per IP or overall; decided before the password is checked", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/v1/auth/login")]
@@ -254,11 +254,11 @@ pub async fn login(
     let ip = client_ip(&req).map(|i| i.to_string()).unwrap_or_default();
     state.throttles.login_ip.check(&ip)?;
     let email = users::normalize_email(&input.email);
-    state
-        .throttles
-        .login_account
-        .check(&format!("{}:{email}", tenant.id))?;
+    // Before anything looks at the password: a throttled attempt must not learn whether it was
+    // right. The attempt holds the account's turn until it is settled as failed or succeeded.
+    let attempt = state.throttles.login.begin(tenant.id, &email, &ip).await?;
     if password::exceeds_max(&input.password) {
+        attempt.failed();
         return Err(AppError::InvalidCredentials);
     }
     let tenant_id = tenant.id;
@@ -276,8 +276,14 @@ pub async fn login(
     )
     .await?;
     let user = match (ok, user) {
-        (true, Some(u)) => u,
-        _ => return Err(AppError::InvalidCredentials),
+        (true, Some(u)) => {
+            attempt.succeeded();
+            u
+        }
+        _ => {
+            attempt.failed();
+            return Err(AppError::InvalidCredentials);
+        }
     };
     let session = SessionId::new();
     let ctx = audit_context(&req);

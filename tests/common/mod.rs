@@ -201,7 +201,8 @@ pub fn test_config(db: &TestDb) -> Config {
     c.database.url = db.app_url();
     c.database.pool_size = 4;
     c.auth.signup_ip_per_hour = 10_000;
-    c.auth.login_account_per_minute = 10_000;
+    c.auth.login_failures_per_account_ip_per_minute = 10_000;
+    c.auth.login_failures_per_account_per_hour = 10_000;
     c.auth.login_ip_per_minute = 10_000;
     c.auth.refresh_ip_per_minute = 10_000;
     c
