@@ -148,9 +148,13 @@ pub struct AuthConfig {
     pub public_signup: bool,
     /// Signups per client IP per hour.
     pub signup_ip_per_hour: u32,
-    /// Login attempts per (tenant, email) per minute.
-    pub login_account_per_minute: u32,
-    /// Login attempts per client IP per minute.
+    /// Failed logins per (tenant, email, client IP) per minute.
+    pub login_failures_per_account_ip_per_minute: u32,
+    /// Failed logins per (tenant, email) per hour, from all client IPs; not applied to known IPs.
+    pub login_failures_per_account_per_hour: u32,
+    /// Days a client IP that logged into an account stays known (exempt from the hourly cap).
+    pub login_known_ip_days: u32,
+    /// Login attempts per client IP per minute, successful or not.
     pub login_ip_per_minute: u32,
     /// Refresh attempts per client IP per minute.
     pub refresh_ip_per_minute: u32,
@@ -271,8 +275,12 @@ impl Config {
         for (key, v) in [
             ("auth.signup_ip_per_hour", self.auth.signup_ip_per_hour),
             (
-                "auth.login_account_per_minute",
-                self.auth.login_account_per_minute,
+                "auth.login_failures_per_account_ip_per_minute",
+                self.auth.login_failures_per_account_ip_per_minute,
+            ),
+            (
+                "auth.login_failures_per_account_per_hour",
+                self.auth.login_failures_per_account_per_hour,
             ),
             ("auth.login_ip_per_minute", self.auth.login_ip_per_minute),
             (
@@ -291,6 +299,9 @@ impl Config {
                 "maintenance.purge_interval_secs",
                 "must be 0 (off) or at most 604800 (7 days)",
             );
+        }
+        if !(1..=365).contains(&self.auth.login_known_ip_days) {
+            return fail("auth.login_known_ip_days", "must be between 1 and 365");
         }
         if !matches!(self.log.format.as_str(), "json" | "pretty") {
             return fail("log.format", "expected json or pretty");
@@ -425,6 +436,26 @@ mod tests {
             e.to_string().contains("maintenance.purge_interval_secs"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn login_throttle_keys_are_validated() {
+        let base =
+            Config::load_from(Profile::Test, &dir(), Env::prefixed("TESSERA_UNSET_")).unwrap();
+        let refused = |key: &str, tweak: fn(&mut AuthConfig)| {
+            let mut c = base.clone();
+            tweak(&mut c.auth);
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains(key), "{e}");
+        };
+        refused("auth.login_failures_per_account_ip_per_minute", |a| {
+            a.login_failures_per_account_ip_per_minute = 0
+        });
+        refused("auth.login_failures_per_account_per_hour", |a| {
+            a.login_failures_per_account_per_hour = 0
+        });
+        refused("auth.login_known_ip_days", |a| a.login_known_ip_days = 0);
+        refused("auth.login_known_ip_days", |a| a.login_known_ip_days = 366);
     }
 
     #[test]

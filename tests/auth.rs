@@ -296,12 +296,58 @@ async fn signup_rejects_short_password() {
     body["user"]["password"] = json!("elevenchars");
     let res = post_signup(&app, &body).await;
     let problem = expect_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
-    let fields: Vec<String> = field_errors(&problem).into_iter().map(|(f, _)| f).collect();
-    assert_eq!(fields, ["user.password"], "{problem}");
+    assert_eq!(
+        field_errors(&problem),
+        [("user.password".into(), "too_short".into())]
+    );
+    assert_eq!(
+        problem["errors"][0]["message"], "must be at least 12 characters",
+        "{problem}"
+    );
 
-    // Twelve characters is enough.
-    body["user"]["password"] = json!("twelve chars");
+    // Twelve characters is enough, counted as characters: these are 48 bytes.
+    body["user"]["password"] = json!("🔑".repeat(12));
     expect(post_signup(&app, &body).await, StatusCode::CREATED).await;
+}
+
+#[actix_web::test]
+async fn signup_rejects_long_password_as_too_long() {
+    let app = TestApp::spawn().await;
+    let slug = unique_slug();
+    let mut body = signup_body(&slug);
+    body["user"]["password"] = json!("x".repeat(257));
+    let res = post_signup(&app, &body).await;
+    let problem = expect_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+    assert_eq!(
+        field_errors(&problem),
+        [("user.password".into(), "too_long".into())]
+    );
+    assert_eq!(
+        problem["errors"][0]["message"], "must be at most 256 characters",
+        "{problem}"
+    );
+}
+
+#[actix_web::test]
+async fn password_limit_counts_characters_at_signup_and_login() {
+    let app = TestApp::spawn().await;
+    let slug = unique_slug();
+    let mut body = signup_body(&slug);
+    // 256 four-byte characters: 1 KiB, but within 256 characters.
+    let password = "🔑".repeat(256);
+    body["user"]["password"] = json!(password);
+    expect(post_signup(&app, &body).await, StatusCode::CREATED).await;
+    let email = format!("owner@{slug}.test");
+    // Login applies the same character rule: the 256-character password logs in ...
+    expect(
+        login_on(&app, &slug, &email, &password).await,
+        StatusCode::OK,
+    )
+    .await;
+    // ... and one character more is refused like any wrong password.
+    let longer = format!("{password}🔑");
+    let res = login_on(&app, &slug, &email, &longer).await;
+    expect_problem(res, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
 }
 
 #[actix_web::test]
@@ -501,24 +547,169 @@ async fn login_on_reserved_subdomain_behaves_as_root() {
     }
 }
 
-#[actix_web::test]
-async fn login_is_throttled_per_account() {
-    let app = TestApp::spawn_with(|c| c.auth.login_account_per_minute = 3).await;
-    let t = app.signup().await;
-    let other = app.add_user(&t, "member").await; // one login of its own account
-    for _ in 0..3 {
-        let res = login_on(&app, &t.slug, &t.email, "not the right password").await;
+/// An app that takes the client IP from `X-Forwarded-For`, with small login failure limits.
+async fn spawn_with_login_limits(per_account_ip_minute: u32, per_account_hour: u32) -> TestApp {
+    TestApp::spawn_with(|c| {
+        c.http.trust_forwarded_for = true;
+        c.auth.login_failures_per_account_ip_per_minute = per_account_ip_minute;
+        c.auth.login_failures_per_account_per_hour = per_account_hour;
+    })
+    .await
+}
+
+/// A login attempt from client IP `ip` (needs `trust_forwarded_for`).
+async fn login_from(app: &TestApp, t: &Tenant, email: &str, password: &str, ip: &str) -> Response {
+    app.on(&t.slug, Method::POST, "/v1/auth/login")
+        .header("x-forwarded-for", ip)
+        .json(&json!({"email": email, "password": password}))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// `n` wrong-password attempts on `t`'s owner from `ip`, each a plain 401.
+async fn fail_logins(app: &TestApp, t: &Tenant, ip: &str, n: usize) {
+    for _ in 0..n {
+        let res = login_from(app, t, &t.email, "not the right password", ip).await;
         expect_problem(res, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
     }
-    // Even the right password is refused now (and the email's case does not dodge the key).
-    expect_rate_limited(login_on(&app, &t.slug, &t.email, &t.password).await).await;
-    expect_rate_limited(login_on(&app, &t.slug, &t.email.to_uppercase(), &t.password).await).await;
-    // Another account of the same tenant, from the same IP, is unaffected.
+}
+
+/// How many sessions the tenant's users have logged into (audit `user.login`).
+async fn login_count(app: &TestApp, t: &Tenant) -> i64 {
+    app.db
+        .admin()
+        .await
+        .query_one(
+            "SELECT count(*) FROM audit_events WHERE tenant_id::text = $1 AND action = 'user.login'",
+            &[&t.id],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[actix_web::test]
+async fn login_attacker_ip_is_throttled_while_the_owner_logs_in_elsewhere() {
+    let app = spawn_with_login_limits(3, 1000).await;
+    let t = app.signup().await;
+    fail_logins(&app, &t, "203.0.113.9", 3).await;
+    let res = login_from(&app, &t, &t.email, "not the right password", "203.0.113.9").await;
+    let retry = expect_rate_limited(res).await;
+    assert!(
+        retry <= 20,
+        "one failure per 20 s comes back: Retry-After {retry}"
+    );
+    // The owner, from another address, is not locked out.
+    let res = login_from(&app, &t, &t.email, &t.password, "198.51.100.7").await;
+    expect(res, StatusCode::OK).await;
+}
+
+#[actix_web::test]
+async fn repeated_successful_logins_are_never_throttled() {
+    let app = spawn_with_login_limits(2, 2).await;
+    let t = app.signup().await;
+    for _ in 0..6 {
+        let res = login_from(&app, &t, &t.email, &t.password, "198.51.100.7").await;
+        expect(res, StatusCode::OK).await;
+    }
+    // Successes consumed nothing: the IP still has its two failures.
+    fail_logins(&app, &t, "198.51.100.7", 2).await;
+}
+
+#[actix_web::test]
+async fn login_failure_limit_is_per_account_and_ip_whatever_the_email_case() {
+    let app = spawn_with_login_limits(3, 1000).await;
+    let t = app.signup().await;
+    let member = app.add_user(&t, "member").await;
+    let attacker = "203.0.113.9";
+    fail_logins(&app, &t, attacker, 2).await;
+    // The third failure arrives in upper case: the same key.
+    let upper = t.email.to_uppercase();
+    let res = login_from(&app, &t, &upper, "not the right password", attacker).await;
+    expect_problem(res, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
+    for email in [
+        &t.email,
+        &upper,
+        &format!("  {}  ", t.email.replace('o', "O")),
+    ] {
+        expect_rate_limited(login_from(&app, &t, email, "wrong again please", attacker).await)
+            .await;
+    }
+    // Another account from the same IP is unaffected ...
+    let res = login_from(&app, &t, &member.email, &member.password, attacker).await;
+    expect(res, StatusCode::OK).await;
+    // ... and so is the same account from another IP, which has its own three failures.
+    fail_logins(&app, &t, "203.0.113.10", 3).await;
+    expect_rate_limited(login_from(&app, &t, &t.email, "x", "203.0.113.10").await).await;
+}
+
+#[actix_web::test]
+async fn account_wide_failure_cap_spares_ips_that_logged_in_before() {
+    let app = spawn_with_login_limits(100, 3).await;
+    let t = app.signup().await;
+    let home = "198.51.100.7";
     expect(
-        login_on(&app, &t.slug, &other.email, &other.password).await,
+        login_from(&app, &t, &t.email, &t.password, home).await,
         StatusCode::OK,
     )
     .await;
+    // A distributed guess: one failure each from many addresses reaches the hourly cap.
+    for ip in ["203.0.113.1", "203.0.113.2", "203.0.113.3"] {
+        fail_logins(&app, &t, ip, 1).await;
+    }
+    // A fresh address is now throttled, with the right password too (no oracle) ...
+    let res = login_from(&app, &t, &t.email, "not the right password", "203.0.113.4").await;
+    let retry = expect_rate_limited(res).await;
+    assert!(retry <= 1200, "one failure per 20 min comes back: {retry}");
+    expect_rate_limited(login_from(&app, &t, &t.email, &t.password, "192.0.2.55").await).await;
+    // ... but the owner's known address logs in, repeatedly.
+    for _ in 0..2 {
+        let res = login_from(&app, &t, &t.email, &t.password, home).await;
+        expect(res, StatusCode::OK).await;
+    }
+}
+
+#[actix_web::test]
+async fn throttled_login_with_the_right_password_reveals_nothing() {
+    let app = spawn_with_login_limits(2, 1000).await;
+    let t = app.signup().await;
+    let ip = "203.0.113.9";
+    fail_logins(&app, &t, ip, 2).await;
+    let logins = login_count(&app, &t).await;
+
+    let right = login_from(&app, &t, &t.email, &t.password, ip).await;
+    let (right_headers, right) =
+        problem_with_headers(right, StatusCode::TOO_MANY_REQUESTS, "rate_limited").await;
+    let wrong = login_from(&app, &t, &t.email, "not the right password", ip).await;
+    let (wrong_headers, wrong) =
+        problem_with_headers(wrong, StatusCode::TOO_MANY_REQUESTS, "rate_limited").await;
+    // Same answer either way; only the countdown (in Retry-After and detail) may tick.
+    let secs = |h: &HeaderMap| -> i64 { h["retry-after"].to_str().unwrap().parse().unwrap() };
+    assert!((secs(&right_headers) - secs(&wrong_headers)).abs() <= 1);
+    let without_countdown = |mut v: Value| {
+        v.as_object_mut().unwrap().remove("detail");
+        stable(v)
+    };
+    assert_eq!(without_countdown(right), without_countdown(wrong));
+    assert_eq!(login_count(&app, &t).await, logins, "no session was opened");
+}
+
+#[actix_web::test]
+async fn parallel_guesses_cannot_slip_past_the_failure_limit() {
+    let app = spawn_with_login_limits(3, 1000).await;
+    let t = app.signup().await;
+    let (app, t) = (&app, &t);
+    let guesses = (0..10).map(|i| async move {
+        let password = format!("wrong guess number {i}");
+        login_from(app, t, &t.email, &password, "203.0.113.9")
+            .await
+            .status()
+    });
+    let statuses = futures_util::future::join_all(guesses).await;
+    let refused = |s: StatusCode| statuses.iter().filter(|&&x| x == s).count();
+    assert_eq!(refused(StatusCode::UNAUTHORIZED), 3, "{statuses:?}");
+    assert_eq!(refused(StatusCode::TOO_MANY_REQUESTS), 7, "{statuses:?}");
 }
 
 #[actix_web::test]
@@ -1011,6 +1202,62 @@ async fn jwt_not_yet_valid_is_rejected() {
     claims["nbf"] = json!(now() + 300);
     let token = sign_as_server(&app, &eddsa_header(&app), &claims);
     expect_401(me_on(&app, &t.slug, &token).await, "unauthenticated").await;
+}
+
+/// A token signed with the server's own key whose claims are `real_claims` with `iat`/`nbf`/`exp`
+/// replaced.
+fn server_token_with_times(app: &TestApp, t: &Tenant, iat: i64, nbf: i64, exp: i64) -> String {
+    let mut claims = real_claims(t);
+    claims["iat"] = json!(iat);
+    claims["nbf"] = json!(nbf);
+    claims["exp"] = json!(exp);
+    sign_as_server(app, &eddsa_header(app), &claims)
+}
+
+#[actix_web::test]
+async fn jwt_valid_for_a_year_is_rejected() {
+    let app = TestApp::spawn().await;
+    let t = app.signup().await;
+    let n = now();
+    let token = server_token_with_times(&app, &t, n, n, n + 365 * 86_400);
+    expect_401(me_on(&app, &t.slug, &token).await, "unauthenticated").await;
+    // Refused again, not answered from the verified-token cache.
+    expect_401(me_root(&app, &token).await, "unauthenticated").await;
+}
+
+#[actix_web::test]
+async fn jwt_issued_in_the_future_is_rejected() {
+    let app = TestApp::spawn().await;
+    let t = app.signup().await;
+    let n = now();
+    // A normal 900 s lifetime, valid from now, but "issued" an hour from now: it would live
+    // an hour and a quarter.
+    let token = server_token_with_times(&app, &t, n + 3600, n, n + 3600 + 900);
+    expect_401(me_on(&app, &t.slug, &token).await, "unauthenticated").await;
+}
+
+#[actix_web::test]
+async fn jwt_without_iat_is_rejected() {
+    let app = TestApp::spawn().await;
+    let t = app.signup().await;
+    let mut claims = real_claims(&t);
+    claims.as_object_mut().unwrap().remove("iat");
+    let token = sign_as_server(&app, &eddsa_header(&app), &claims);
+    expect_401(me_on(&app, &t.slug, &token).await, "unauthenticated").await;
+}
+
+#[actix_web::test]
+async fn jwt_longer_lived_than_the_configured_ttl_is_rejected() {
+    // The configured lifetime, not a fixed 900 s, is the bound: lowering it refuses outstanding
+    // longer-lived tokens.
+    let app = TestApp::spawn_with(|c| c.auth.access_ttl_secs = 300).await;
+    let t = app.signup().await;
+    let n = now();
+    let over = server_token_with_times(&app, &t, n, n, n + 301);
+    expect_401(me_on(&app, &t.slug, &over).await, "unauthenticated").await;
+    // Positive control: exactly the configured lifetime is fine.
+    let exact = server_token_with_times(&app, &t, n, n, n + 300);
+    expect(me_on(&app, &t.slug, &exact).await, StatusCode::OK).await;
 }
 
 #[actix_web::test]

@@ -49,7 +49,8 @@ pub struct SignupTenant {
 pub struct SignupUser {
     /// Login email.
     pub email: String,
-    /// At least 12 characters.
+    /// 12–256 characters.
+    #[schema(min_length = 12, max_length = 256)]
     pub password: String,
     /// Display name.
     pub name: String,
@@ -112,8 +113,8 @@ fn validate_signup(req: &SignupRequest) -> Result<(), AppError> {
     if let Err(m) = users::validate_email(&req.user.email) {
         errors.push(FieldError::new("user.email", "invalid_format", m));
     }
-    if let Err(m) = password::check_policy(&req.user.password) {
-        errors.push(FieldError::new("user.password", "too_short", m));
+    if let Err(e) = password::check_policy(&req.user.password) {
+        errors.push(FieldError::new("user.password", e.code(), e.to_string()));
     }
     if req.user.name.trim().is_empty() || req.user.name.len() > 200 {
         errors.push(FieldError::new(
@@ -252,7 +253,7 @@ pub struct LoginRequest {
     responses(
         (status = 200, description = "Logged in", body = TokenPair),
         (status = 401, description = "Wrong email or password (`invalid_credentials`, the same for both), or no tenant host (`unauthenticated`)", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Throttled per account and per IP", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Throttled (`rate_limited`, `Retry-After`): attempts per client IP, or failures on this account per IP or overall; decided before the password is checked", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/v1/auth/login")]
@@ -268,11 +269,11 @@ pub async fn login(
     let ip = client_ip(&req).map(|i| i.to_string()).unwrap_or_default();
     state.throttles.login_ip.check(&ip)?;
     let email = users::normalize_email(&input.email);
-    state
-        .throttles
-        .login_account
-        .check(&format!("{}:{email}", tenant.id))?;
-    if input.password.len() > password::MAX_LEN {
+    // Before anything looks at the password: a throttled attempt must not learn whether it was
+    // right. The attempt holds the account's turn until it is settled as failed or succeeded.
+    let attempt = state.throttles.login.begin(tenant.id, &email, &ip).await?;
+    if password::exceeds_max(&input.password) {
+        attempt.failed();
         return Err(AppError::InvalidCredentials);
     }
     let tenant_id = tenant.id;
@@ -290,8 +291,14 @@ pub async fn login(
     )
     .await?;
     let user = match (ok, user) {
-        (true, Some(u)) => u,
-        _ => return Err(AppError::InvalidCredentials),
+        (true, Some(u)) => {
+            attempt.succeeded();
+            u
+        }
+        _ => {
+            attempt.failed();
+            return Err(AppError::InvalidCredentials);
+        }
     };
     let session = SessionId::new();
     let ctx = audit_context(&req);

@@ -3,6 +3,7 @@
 
 pub mod handlers;
 pub mod keys;
+pub mod login_throttle;
 pub mod password;
 pub mod refresh;
 pub mod throttle;

@@ -8,9 +8,11 @@ use std::sync::LazyLock;
 
 use crate::error::{AppError, AppResult};
 
-/// Minimum password length (API.md §6).
+/// Minimum password length in characters (API.md §6).
 pub const MIN_LEN: usize = 12;
-/// Maximum accepted length; longer inputs are refused before hashing (cost guard).
+/// Maximum password length in characters; longer inputs are refused before hashing. Characters,
+/// like the minimum, so OpenAPI's `minLength`/`maxLength` describe the policy exactly; 256
+/// characters are at most 1 KiB of UTF-8, still a small argon2 input (cost guard).
 pub const MAX_LEN: usize = 256;
 
 /// A hash of a random password, verified against when the email is unknown so both failure
@@ -38,16 +40,43 @@ async fn with_hashing_slot<T: Send + 'static>(
         .map_err(AppError::internal)
 }
 
-/// Checks the length policy.
-pub fn check_policy(password: &str) -> Result<(), String> {
+/// Why a password breaks the length policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyError {
+    /// Fewer than [`MIN_LEN`] characters.
+    #[error("must be at least {MIN_LEN} characters")]
+    TooShort,
+    /// More than [`MAX_LEN`] characters.
+    #[error("must be at most {MAX_LEN} characters")]
+    TooLong,
+}
+
+impl PolicyError {
+    /// The `code` of its field error in a 422.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::TooShort => "too_short",
+            Self::TooLong => "too_long",
+        }
+    }
+}
+
+/// Checks the length policy: [`MIN_LEN`]–[`MAX_LEN`] characters.
+pub fn check_policy(password: &str) -> Result<(), PolicyError> {
     let n = password.chars().count();
     if n < MIN_LEN {
-        return Err(format!("must be at least {MIN_LEN} characters"));
+        Err(PolicyError::TooShort)
+    } else if n > MAX_LEN {
+        Err(PolicyError::TooLong)
+    } else {
+        Ok(())
     }
-    if password.len() > MAX_LEN {
-        return Err(format!("must be at most {MAX_LEN} bytes"));
-    }
-    Ok(())
+}
+
+/// Whether `password` is longer than any password we accept, so it can be refused without
+/// hashing (the same character rule as [`check_policy`]).
+pub fn exceeds_max(password: &str) -> bool {
+    password.chars().count() > MAX_LEN
 }
 
 /// Hashes `password` (argon2id, PHC string).
@@ -104,9 +133,17 @@ mod tests {
 
     #[test]
     fn policy() {
-        assert!(check_policy("short").is_err());
+        assert_eq!(check_policy("short"), Err(PolicyError::TooShort));
         assert!(check_policy("twelve chars").is_ok());
-        assert!(check_policy(&"x".repeat(300)).is_err());
+        assert_eq!(check_policy(&"x".repeat(257)), Err(PolicyError::TooLong));
+        assert_eq!(PolicyError::TooLong.code(), "too_long");
+        assert_eq!(PolicyError::TooShort.code(), "too_short");
+        // Characters, not bytes, on both ends: twelve 4-byte characters are not too short,
+        // 256 of them (1 KiB) are not too long.
+        assert!(check_policy(&"🔑".repeat(12)).is_ok());
+        assert!(check_policy(&"🔑".repeat(256)).is_ok());
+        assert!(!exceeds_max(&"🔑".repeat(256)));
+        assert!(exceeds_max(&"x".repeat(257)));
         assert_eq!(generate().len(), 24);
     }
 }

@@ -1,4 +1,8 @@
 //! Access tokens: EdDSA JWTs with `kid`, ≤ 15 minutes, validated with a pinned algorithm.
+//!
+//! A valid signature is not enough: a token must also be no longer-lived than the tokens we issue
+//! (`exp - iat ≤ auth.access_ttl_secs`) and not issued or valid-from in the future, so a leaked
+//! signing key, or a bug that ever signed odd claims, cannot mint a token that outlives its purpose.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -12,7 +16,7 @@ use crate::ids::{SessionId, TenantId, UserId};
 
 /// Bearer values longer than this are refused before any decoding.
 pub const MAX_TOKEN_LEN: usize = 8 * 1024;
-/// Clock skew tolerated on `exp`/`nbf`.
+/// Clock skew tolerated on `exp`, `nbf` and `iat`.
 pub const LEEWAY_SECS: u64 = 5;
 
 /// Access token claims (API.md §6), plus `sid`, the session (refresh family) it belongs to.
@@ -28,7 +32,8 @@ pub struct Claims {
     pub tid: Uuid,
     /// Tenant slug.
     pub tslug: String,
-    /// Issued at.
+    /// Issued at. Required: serde refuses a token without it (jsonwebtoken cannot require it),
+    /// and the lifetime check needs it.
     pub iat: u64,
     /// Not before.
     pub nbf: u64,
@@ -47,6 +52,7 @@ const VERIFIED_TTL: std::time::Duration = std::time::Duration::from_secs(60);
 pub struct TokenService {
     issuer: String,
     audience: String,
+    /// What we issue, and also the longest lifetime (`exp - iat`) we accept.
     ttl_secs: u64,
     validation: Validation,
     /// Tokens whose signature and claims already checked out. An Ed25519 verification is the
@@ -56,7 +62,8 @@ pub struct TokenService {
 }
 
 impl TokenService {
-    /// A service for the given `iss`/`aud` and lifetime.
+    /// A service for the given `iss`/`aud` and lifetime. Tokens claiming a longer lifetime are
+    /// refused, so lowering the lifetime refuses outstanding longer-lived tokens (clients refresh).
     pub fn new(issuer: &str, audience: &str, ttl_secs: u64) -> Self {
         let mut validation = Validation::new(Algorithm::EdDSA);
         validation.algorithms = vec![Algorithm::EdDSA];
@@ -154,12 +161,32 @@ impl TokenService {
             .ok_or(AppError::Unauthenticated)?;
         // The key comes from our own set by kid, never from the token (`jwk`, `jku` are ignored).
         let key = keys.verifying(kid).ok_or(AppError::Unauthenticated)?;
-        jsonwebtoken::decode::<Claims>(token, key, &self.validation)
+        let claims = jsonwebtoken::decode::<Claims>(token, key, &self.validation)
             .map(|d| d.claims)
             .map_err(|e| {
                 tracing::debug!(error = %e, "access token rejected");
                 AppError::Unauthenticated
-            })
+            })?;
+        // Runs before `verify` caches the claims: only tokens that pass everything are cached.
+        self.check_lifetime(&claims, chrono::Utc::now().timestamp() as u64)?;
+        Ok(claims)
+    }
+
+    /// The checks jsonwebtoken does not make: a signed `exp` a year out, or an `iat` in the
+    /// future (which would stretch the window a lifetime check allows), is refused.
+    fn check_lifetime(&self, claims: &Claims, now: u64) -> Result<(), AppError> {
+        let latest = now + LEEWAY_SECS;
+        let reason = if claims.iat > latest {
+            "iat in the future"
+        } else if claims.nbf > latest {
+            "nbf in the future"
+        } else if claims.exp.saturating_sub(claims.iat) > self.ttl_secs {
+            "lifetime longer than auth.access_ttl_secs"
+        } else {
+            return Ok(());
+        };
+        tracing::debug!(reason, "access token rejected");
+        Err(AppError::Unauthenticated)
     }
 }
 
@@ -193,5 +220,37 @@ mod tests {
         tampered.push('x');
         assert!(svc.verify(&keys, &tampered).is_err());
         assert!(svc.verify(&keys, "a.b.c").is_err());
+    }
+
+    fn claims(iat: u64, nbf: u64, exp: u64) -> Claims {
+        Claims {
+            iss: "tessera".into(),
+            aud: "tessera-api".into(),
+            sub: Uuid::nil(),
+            tid: Uuid::nil(),
+            tslug: "acme".into(),
+            iat,
+            nbf,
+            exp,
+            jti: Uuid::nil(),
+            sid: Uuid::nil(),
+        }
+    }
+
+    #[test]
+    fn lifetime_and_future_claims() {
+        let svc = TokenService::new("tessera", "tessera-api", 900);
+        let now = 1_700_000_000;
+        let ok = |c: Claims| svc.check_lifetime(&c, now).is_ok();
+        assert!(ok(claims(now, now, now + 900)));
+        assert!(ok(claims(now + 5, now + 5, now + 905)), "within the leeway");
+        assert!(!ok(claims(now, now, now + 901)), "longer than we issue");
+        assert!(!ok(claims(now, now, now + 365 * 86_400)));
+        assert!(!ok(claims(now + 6, now, now + 906)), "iat in the future");
+        assert!(!ok(claims(now, now + 6, now + 900)), "nbf in the future");
+        // A shorter configured lifetime refuses tokens issued under a longer one.
+        let short = TokenService::new("tessera", "tessera-api", 300);
+        let issued_under_900 = claims(now, now, now + 900);
+        assert!(short.check_lifetime(&issued_under_900, now).is_err());
     }
 }

@@ -182,7 +182,8 @@ pub async fn apply(
             ),
             None => (password::generate(), true),
         };
-        password::check_policy(&plain).map_err(|e| anyhow::anyhow!("{}: {e}", u.email))?;
+        password::check_policy(&plain)
+            .map_err(|e| anyhow::anyhow!("{}: the password {e}", u.email))?;
         let hash = password::hash(plain.clone()).await.map_err(anyhow_of)?;
         prepared.push((u.clone(), plain, generated, hash));
     }

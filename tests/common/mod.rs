@@ -206,7 +206,8 @@ pub fn test_config(db: &TestDb) -> Config {
     c.database.pool_size = 4;
     c.http.shutdown_timeout_secs = 1;
     c.auth.signup_ip_per_hour = 10_000;
-    c.auth.login_account_per_minute = 10_000;
+    c.auth.login_failures_per_account_ip_per_minute = 10_000;
+    c.auth.login_failures_per_account_per_hour = 10_000;
     c.auth.login_ip_per_minute = 10_000;
     c.auth.refresh_ip_per_minute = 10_000;
     c
