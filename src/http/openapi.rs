@@ -118,6 +118,75 @@ pub fn complete(api: &mut utoipa::openapi::OpenApi) {
     }
 }
 
+/// Building blocks for request schemas: the rules the server enforces, written as JSON Schema so
+/// that a client generated from the document sends only what the server accepts. Patterns use
+/// syntax that ECMA-262, Python `re` (schemathesis, hypothesis) and Rust `regex` read alike:
+/// explicit classes instead of `\s`/`\d`, no look-around.
+pub mod rules {
+    use serde_json::json;
+    use utoipa::openapi::extensions::Extensions;
+    use utoipa::openapi::schema::{ObjectBuilder, SchemaFormat, SchemaType, Type};
+
+    /// Text without NUL (U+0000): PostgreSQL can neither store nor compare it, so every JSON
+    /// string and list query parameter holding one is refused (422 `invalid_characters`).
+    pub const NO_NUL: &str = r"^[^\u0000]*$";
+
+    /// Canonical ids: lower-case, hyphenated UUIDs, as the server writes them.
+    pub const UUID: &str = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$";
+
+    /// Unicode White_Space as the body of a character class: exactly what Rust's
+    /// `char::is_whitespace` (and so `str::trim`) means, which `\s` is not in any of the engines.
+    pub const WHITESPACE: &str =
+        r"\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000";
+
+    /// A string schema (nullable when `nullable`) that refuses NUL.
+    pub fn string(nullable: bool) -> ObjectBuilder {
+        let ty = if nullable {
+            SchemaType::from_iter([Type::String, Type::Null])
+        } else {
+            SchemaType::new(Type::String)
+        };
+        ObjectBuilder::new().schema_type(ty).pattern(Some(NO_NUL))
+    }
+
+    /// A canonical UUID (see [`UUID`]).
+    pub fn uuid(nullable: bool) -> ObjectBuilder {
+        string(nullable)
+            .format(Some(SchemaFormat::KnownFormat(
+                utoipa::openapi::KnownFormat::Uuid,
+            )))
+            .pattern(Some(UUID))
+    }
+
+    /// Text that holds at least one non-whitespace character (the server trims before it checks).
+    pub fn non_blank() -> String {
+        format!(r"^[^\u0000]*[^{WHITESPACE}\u0000][^\u0000]*$")
+    }
+
+    /// `crate::auth::users::validate_email` as a pattern: after trimming, no whitespace, exactly
+    /// one `@` with a non-empty local part before it, and a domain with a dot that neither starts
+    /// nor ends with one. With `blank_ok`, a value that trims to nothing also matches (contacts
+    /// store it as no email).
+    pub fn email(blank_ok: bool) -> String {
+        let ws = WHITESPACE;
+        let x = format!(r"[^@{ws}\u0000]");
+        let n = format!(r"[^@.{ws}\u0000]");
+        let address = format!(r"{x}+@{n}{x}*\.{x}*{n}");
+        let address = if blank_ok {
+            format!("(?:{address})?")
+        } else {
+            address
+        };
+        format!("^[{ws}]*{address}[{ws}]*$")
+    }
+
+    /// `not: {enum: values}` for an [`ObjectBuilder`]. utoipa has no `not` keyword; its
+    /// extensions are flattened into the schema object, which is exactly where `not` belongs.
+    pub fn not_one_of(values: &[&str]) -> Option<Extensions> {
+        Some(Extensions::from_iter([("not", json!({ "enum": values }))]))
+    }
+}
+
 /// Adds a problem+json response for `status`, or appends `description` to the one there.
 fn add(
     responses: &mut std::collections::BTreeMap<
