@@ -141,6 +141,7 @@ mod api_schema {
     pub fn refresh_token() -> ObjectBuilder {
         rules::string(false)
             .pattern(Some("^trt_[A-Za-z0-9_-]{64}$"))
+            .examples([format!("trt_{}", "A".repeat(64))])
             .description(Some("The current refresh token (single use)."))
     }
 
@@ -610,4 +611,65 @@ pub async fn jwks(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
         .insert_header(("Cache-Control", "public, max-age=300"))
         .json(state.keys.jwks())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use crate::tenancy::host::{RESERVED, valid_slug};
+
+    fn signup_schema(part: &str) -> Value {
+        let doc = serde_json::to_value(crate::app::openapi_document()).unwrap();
+        doc["components"]["schemas"][part].clone()
+    }
+
+    #[test]
+    fn slug_schema_is_the_pattern_and_refuses_every_reserved_name() {
+        let slug = &signup_schema("SignupTenant")["properties"]["slug"];
+        assert_eq!(slug["pattern"], super::api_schema::SLUG, "{slug}");
+        assert_eq!(
+            (&slug["minLength"], &slug["maxLength"]),
+            (&json!(3), &json!(32))
+        );
+        // Read from the constant, so a name added there is refused by the schema too.
+        assert_eq!(slug["not"], json!({ "enum": RESERVED }), "{slug}");
+    }
+
+    /// Whatever the slug schema accepts, the server accepts: the schema may be stricter (no
+    /// `--`), never looser.
+    #[test]
+    fn a_schema_valid_slug_is_a_valid_slug() {
+        let pattern = regex::Regex::new(super::api_schema::SLUG).unwrap();
+        let schema_ok = |s: &str| {
+            pattern.is_match(s) && (3..=32).contains(&s.chars().count()) && !RESERVED.contains(&s)
+        };
+        let alphabet = ['a', 'z', '0', '9', '-', 'A', '_', '.'];
+        let mut checked = 0;
+        for len in 1..=4 {
+            let mut idx = vec![0; len];
+            loop {
+                let s: String = idx.iter().map(|&i| alphabet[i]).collect();
+                if schema_ok(&s) {
+                    assert!(valid_slug(&s), "{s:?}");
+                    checked += 1;
+                }
+                let Some(pos) = idx.iter().rposition(|&i| i + 1 < alphabet.len()) else {
+                    break;
+                };
+                idx[pos] += 1;
+                idx[pos + 1..].iter_mut().for_each(|i| *i = 0);
+            }
+        }
+        for s in RESERVED.iter().copied().chain([
+            "ab--cd",
+            "xn--abc",
+            "-ab",
+            "ab-",
+            "a".repeat(33).as_str(),
+        ]) {
+            assert!(!schema_ok(s), "{s:?}");
+        }
+        assert!(schema_ok(&"a".repeat(32)) && schema_ok("a-1") && checked > 400);
+    }
 }

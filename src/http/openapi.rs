@@ -220,3 +220,269 @@ fn add(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use regex::Regex;
+    use serde_json::Value;
+
+    use super::rules;
+
+    /// The document `/openapi.json` serves.
+    fn document() -> Value {
+        let mut api = crate::app::openapi_document();
+        super::complete(&mut api);
+        serde_json::to_value(&api).unwrap()
+    }
+
+    /// Texts to find one a pattern matches, before probing it with NUL. Not field names: shapes.
+    const SAMPLES: &[&str] = &[
+        "",
+        "a",
+        "abc",
+        "a@b.co",
+        "created_at",
+        "00000000-0000-0000-0000-000000000000",
+    ];
+
+    /// Every schema a request can carry (query and path parameters, JSON bodies), walked down to
+    /// its leaves; problems are collected as "where: what".
+    struct Walk<'d> {
+        doc: &'d Value,
+        problems: Vec<String>,
+        strings: usize,
+    }
+
+    impl Walk<'_> {
+        fn schema(&mut self, at: &str, s: &Value, seen: &BTreeSet<String>) {
+            if let Some(r) = s.get("$ref").and_then(Value::as_str) {
+                let name = r.trim_start_matches("#/components/schemas/");
+                if seen.contains(name) {
+                    return;
+                }
+                let mut seen = seen.clone();
+                seen.insert(name.to_string());
+                let target = &self.doc["components"]["schemas"][name];
+                assert!(target.is_object(), "{at}: dangling {r}");
+                return self.schema(at, target, &seen);
+            }
+            let mut composed = false;
+            for key in ["oneOf", "anyOf", "allOf"] {
+                for branch in s.get(key).and_then(Value::as_array).into_iter().flatten() {
+                    composed = true;
+                    self.schema(at, branch, seen);
+                }
+            }
+            let types: Vec<&str> = match &s["type"] {
+                Value::String(t) => vec![t.as_str()],
+                Value::Array(ts) => ts.iter().filter_map(Value::as_str).collect(),
+                _ => Vec::new(),
+            };
+            if types.is_empty() && !composed && s.get("enum").is_none() {
+                self.problems
+                    .push(format!("{at}: any value goes (no type)"));
+            }
+            if types.contains(&"string") || (types.is_empty() && s.get("enum").is_some()) {
+                self.string(at, s);
+            }
+            if types.contains(&"object") {
+                self.object(at, s, seen);
+            }
+            if let Some(items) = s.get("items") {
+                self.schema(&format!("{at}[]"), items, seen);
+            } else if types.contains(&"array") {
+                self.problems.push(format!("{at}: array without `items`"));
+            }
+        }
+
+        fn object(&mut self, at: &str, s: &Value, seen: &BTreeSet<String>) {
+            for (name, property) in s["properties"].as_object().into_iter().flatten() {
+                self.schema(&format!("{at}.{name}"), property, seen);
+            }
+            match s.get("additionalProperties") {
+                Some(Value::Bool(false)) => {}
+                Some(values @ Value::Object(_)) => {
+                    self.schema(&format!("{at}.*"), values, seen);
+                    match s.get("propertyNames") {
+                        Some(names) => self.string(&format!("{at} (keys)"), names),
+                        None => self.problems.push(format!("{at}: keys unconstrained")),
+                    }
+                }
+                _ => self
+                    .problems
+                    .push(format!("{at}: free-form object (additionalProperties)")),
+            }
+        }
+
+        /// A string must be an enum without NUL, or match a pattern that refuses NUL anywhere.
+        fn string(&mut self, at: &str, s: &Value) {
+            self.strings += 1;
+            if let Some(values) = s.get("enum").and_then(Value::as_array) {
+                if values
+                    .iter()
+                    .any(|v| v.as_str().is_some_and(|v| v.contains('\0')))
+                {
+                    self.problems.push(format!("{at}: an enum value holds NUL"));
+                }
+                return;
+            }
+            if s.get("format").and_then(Value::as_str) == Some("uuid")
+                && s.get("pattern").and_then(Value::as_str) != Some(rules::UUID)
+            {
+                self.problems
+                    .push(format!("{at}: a uuid without the canonical pattern"));
+            }
+            let Some(pattern) = s.get("pattern").and_then(Value::as_str) else {
+                return self
+                    .problems
+                    .push(format!("{at}: no pattern (NUL allowed)"));
+            };
+            let re = match Regex::new(pattern) {
+                Ok(re) => re,
+                Err(e) => return self.problems.push(format!("{at}: pattern {pattern}: {e}")),
+            };
+            let examples = s["examples"].as_array().into_iter().flatten();
+            let examples = examples.chain(s.get("example")).filter_map(Value::as_str);
+            let candidates = SAMPLES.iter().copied().chain(examples);
+            let Some(sample) = candidates.into_iter().find(|c| re.is_match(c)) else {
+                return self.problems.push(format!(
+                    "{at}: no sample matches {pattern}; give the schema an `examples` entry"
+                ));
+            };
+            for (i, _) in sample.char_indices().chain([(sample.len(), ' ')]) {
+                let probe = format!("{}\0{}", &sample[..i], &sample[i..]);
+                if re.is_match(&probe) {
+                    self.problems
+                        .push(format!("{at}: {pattern} accepts NUL ({probe:?})"));
+                    return;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_request_string_refuses_nul_and_every_id_is_canonical() {
+        let doc = document();
+        let mut walk = Walk {
+            doc: &doc,
+            problems: Vec::new(),
+            strings: 0,
+        };
+        let none = BTreeSet::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                let what = format!("{} {path}", method.to_uppercase());
+                for p in op["parameters"].as_array().into_iter().flatten() {
+                    // Headers cannot carry NUL at all; query and path values can (`%00`).
+                    if p["in"] == "query" || p["in"] == "path" {
+                        let at = format!("{what} {} {}", p["in"], p["name"]);
+                        walk.schema(&at, &p["schema"], &none);
+                    }
+                }
+                for (media, content) in op["requestBody"]["content"]
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                {
+                    assert_eq!(media, "application/json", "{what}");
+                    walk.schema(&format!("{what} body"), &content["schema"], &none);
+                }
+            }
+        }
+        assert!(walk.strings >= 30, "walked only {} strings", walk.strings);
+        assert!(walk.problems.is_empty(), "{:#?}", walk.problems);
+    }
+
+    #[test]
+    fn the_walk_catches_an_unconstrained_string() {
+        let doc = serde_json::json!({"components": {"schemas": {}}});
+        let mut walk = Walk {
+            doc: &doc,
+            problems: Vec::new(),
+            strings: 0,
+        };
+        let body = serde_json::json!({
+            "type": "object",
+            "properties": {
+                "bare": {"type": "string"},
+                "loose": {"type": ["string", "null"], "pattern": "^.*$"},
+                "tags": {"type": "array", "items": {"type": "string", "maxLength": 3}},
+                "custom": {"type": "object"},
+                "ok": {"type": "string", "pattern": rules::NO_NUL}
+            },
+            "additionalProperties": false
+        });
+        walk.schema("body", &body, &BTreeSet::new());
+        let at: Vec<_> = walk
+            .problems
+            .iter()
+            .map(|p| p.split(':').next().unwrap())
+            .collect();
+        assert_eq!(
+            at,
+            ["body.bare", "body.custom", "body.loose", "body.tags[]"],
+            "{:#?}",
+            walk.problems
+        );
+    }
+
+    #[test]
+    fn whitespace_class_is_rusts_whitespace() {
+        let re = Regex::new(&format!("^[{}]$", rules::WHITESPACE)).unwrap();
+        for c in (0..=u32::from(char::MAX)).filter_map(char::from_u32) {
+            assert_eq!(re.is_match(&c.to_string()), c.is_whitespace(), "{c:?}");
+        }
+    }
+
+    #[test]
+    fn non_blank_is_what_trimming_leaves_something_of() {
+        let re = Regex::new(&rules::non_blank()).unwrap();
+        for s in ["a", " a ", "\u{3000}x", "\t\n.\r"] {
+            assert!(re.is_match(s), "{s:?}");
+        }
+        for s in ["", " ", "\t\r\n\u{85}\u{a0}\u{2028}\u{3000}", "a\0"] {
+            assert!(!re.is_match(s), "{s:?}");
+        }
+    }
+
+    /// The email pattern agrees with `validate_email` (on ASCII, where the byte limit is the
+    /// character limit `maxLength` states).
+    #[test]
+    fn email_pattern_is_validate_email() {
+        use crate::auth::users::validate_email;
+        let strict = Regex::new(&rules::email(false)).unwrap();
+        let blank_ok = Regex::new(&rules::email(true)).unwrap();
+        let long = format!("{}@example.com", "a".repeat(242));
+        let too_long = format!("{}@example.com", "a".repeat(243));
+        let samples = [
+            "a@b.co",
+            " a@b.co\t",
+            "A.B+c@sub.example.org",
+            "ü@ë.de",
+            "a@b",
+            "a@.b",
+            "a@b.",
+            "a@b..c",
+            "@b.co",
+            "a@@b.co",
+            "a@b@c.de",
+            "a b@c.de",
+            "a@b.c\u{a0}d",
+            "a\0@b.co",
+            "",
+            " ",
+            "a@b.c.d",
+            &long,
+            &too_long,
+        ];
+        for s in samples {
+            let schema_ok = strict.is_match(s) && s.chars().count() <= 254;
+            let server_ok = validate_email(s).is_ok() && !s.contains('\0');
+            assert_eq!(schema_ok, server_ok, "{s:?}");
+            let blank = s.trim().is_empty();
+            assert_eq!(blank_ok.is_match(s), strict.is_match(s) || blank, "{s:?}");
+        }
+    }
+}
