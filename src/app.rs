@@ -61,6 +61,19 @@ impl AppState {
     }
 }
 
+/// The OpenAPI document `/openapi.json` serves: every mounted route, with the errors each kind of
+/// operation can give ([`openapi::complete`]).
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    let (_, mut api) = routes::mount(
+        App::new()
+            .into_utoipa_app()
+            .openapi(openapi::ApiDoc::openapi()),
+    )
+    .split_for_parts();
+    openapi::complete(&mut api);
+    api
+}
+
 /// Builds the app for one worker (also used by the tests, with actix's test server).
 pub fn build(
     state: web::Data<AppState>,
@@ -73,15 +86,8 @@ pub fn build(
         InitError = (),
     >,
 > {
-    let (app, api) = routes::mount(
-        App::new()
-            .into_utoipa_app()
-            .openapi(openapi::ApiDoc::openapi())
-            .app_data(state),
-    )
-    .split_for_parts();
-    let mut api = api;
-    openapi::complete(&mut api);
+    let (app, _) = routes::mount(App::new().into_utoipa_app().app_data(state)).split_for_parts();
+    let api = openapi_document();
     let json = api.to_json().unwrap_or_default();
     let html = utoipa_scalar::Scalar::new(api.clone()).to_html();
     app.app_data(web::Data::new(RouteTable::from_openapi(&api)))

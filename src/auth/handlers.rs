@@ -37,9 +37,11 @@ pub struct TokenPair {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SignupTenant {
-    /// 3–32 characters of `^[a-z0-9]+(-[a-z0-9]+)*$`, not reserved.
+    /// 3–32 lower-case letters and digits, single hyphens between them, not a reserved name.
+    #[schema(schema_with = api_schema::slug)]
     pub slug: String,
     /// Display name.
+    #[schema(schema_with = api_schema::name)]
     pub name: String,
 }
 
@@ -48,11 +50,13 @@ pub struct SignupTenant {
 #[serde(deny_unknown_fields)]
 pub struct SignupUser {
     /// Login email.
+    #[schema(schema_with = api_schema::email)]
     pub email: String,
     /// 12–256 characters.
-    #[schema(min_length = 12, max_length = 256)]
+    #[schema(schema_with = api_schema::new_password)]
     pub password: String,
     /// Display name.
+    #[schema(schema_with = api_schema::name)]
     pub name: String,
 }
 
@@ -65,7 +69,95 @@ pub struct SignupRequest {
     /// Its first user, who becomes `owner`.
     pub user: SignupUser,
     /// Plan name (default `free`).
+    #[schema(schema_with = api_schema::plan)]
     pub plan: Option<String>,
+}
+
+/// Request-body schemas for the API description, built from the values the handlers check
+/// against (reserved slugs, password lengths, plans), so the two cannot drift apart.
+mod api_schema {
+    use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
+
+    use super::SIGNUP_PLANS;
+    use crate::auth::password::{MAX_LEN, MIN_LEN};
+    use crate::http::openapi::rules;
+    use crate::tenancy::host::RESERVED;
+
+    /// A tenant slug: its subdomain label.
+    pub fn slug() -> ObjectBuilder {
+        rules::string(false)
+            .pattern(Some(SLUG))
+            .min_length(Some(3))
+            .max_length(Some(32))
+            .extensions(rules::not_one_of(RESERVED))
+            .description(Some(
+                "The tenant's subdomain label: 3–32 lower-case letters and digits, single hyphens \
+                 between them (so never `--`, which also keeps IDNA `xn--` labels out), and not a \
+                 reserved name. Taken → 409 `slug_taken`.",
+            ))
+    }
+
+    /// What [`slug`] requires of a slug's characters.
+    pub const SLUG: &str = "^[a-z0-9]+(-[a-z0-9]+)*$";
+
+    /// A display name (tenant or user).
+    pub fn name() -> ObjectBuilder {
+        rules::string(false)
+            .pattern(Some(rules::non_blank()))
+            .min_length(Some(1))
+            .max_length(Some(200))
+            .description(Some(
+                "1–200 characters, at least one of them not whitespace; stored trimmed.",
+            ))
+    }
+
+    /// An email address that can be a login.
+    pub fn email() -> ObjectBuilder {
+        rules::string(false)
+            .pattern(Some(rules::email(false)))
+            .max_length(Some(254))
+            .description(Some(
+                "Login email: one `@` with a non-empty part before it, a domain with a dot that \
+                 neither starts nor ends with one, no whitespace inside, at most 254 bytes; \
+                 stored trimmed and lower-cased.",
+            ))
+    }
+
+    /// A password being set.
+    pub fn new_password() -> ObjectBuilder {
+        rules::string(false)
+            .min_length(Some(MIN_LEN))
+            .max_length(Some(MAX_LEN))
+            .description(Some(format!("{MIN_LEN}–{MAX_LEN} characters.")))
+    }
+
+    /// A password being presented: longer than any that can be set fails like a wrong one.
+    pub fn password() -> ObjectBuilder {
+        rules::string(false)
+            .max_length(Some(MAX_LEN))
+            .description(Some("The password."))
+    }
+
+    /// A refresh token as the server issues it: `trt_` and 64 base64url characters.
+    pub fn refresh_token() -> ObjectBuilder {
+        rules::string(false)
+            .pattern(Some("^trt_[A-Za-z0-9_-]{64}$"))
+            .examples([format!("trt_{}", "A".repeat(64))])
+            .description(Some("The current refresh token (single use)."))
+    }
+
+    /// A plan a signup may pick.
+    pub fn plan() -> ObjectBuilder {
+        ObjectBuilder::new()
+            .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
+            .enum_values(Some(
+                SIGNUP_PLANS
+                    .iter()
+                    .map(|p| serde_json::Value::from(*p))
+                    .chain([serde_json::Value::Null]),
+            ))
+            .description(Some("Plan name; absent or `null` means `free`."))
+    }
 }
 
 /// `POST /v1/signup` response.
@@ -146,7 +238,8 @@ fn validate_signup(req: &SignupRequest) -> Result<(), AppError> {
     responses(
         (status = 201, description = "Tenant created", body = SignupResponse),
         (status = 404, description = "Public signup disabled or not the root host", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Slug taken", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Slug taken (`slug_taken`)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A field breaks its rule (`validation_failed`, `errors` names each): `tenant.slug` (`invalid_format`), `tenant.name` or `user.name` (`invalid_length`), `user.email` (`invalid_format`), `user.password` (`too_short`), `plan` (`invalid_value`), or text holding NUL (`invalid_characters`)", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Throttled per client IP", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -241,8 +334,10 @@ pub async fn signup(
 #[serde(deny_unknown_fields)]
 pub struct LoginRequest {
     /// Email.
+    #[schema(schema_with = api_schema::email)]
     pub email: String,
     /// Password.
+    #[schema(schema_with = api_schema::password)]
     pub password: String,
 }
 
@@ -348,6 +443,7 @@ fn session_event(action: &str, user: UserId, session: SessionId) -> Event<'_> {
 #[serde(deny_unknown_fields)]
 pub struct RefreshRequest {
     /// The current refresh token.
+    #[schema(schema_with = api_schema::refresh_token)]
     pub refresh_token: String,
 }
 
@@ -536,4 +632,65 @@ pub async fn jwks(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
         .insert_header(("Cache-Control", "public, max-age=300"))
         .json(state.keys.jwks())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use crate::tenancy::host::{RESERVED, valid_slug};
+
+    fn signup_schema(part: &str) -> Value {
+        let doc = serde_json::to_value(crate::app::openapi_document()).unwrap();
+        doc["components"]["schemas"][part].clone()
+    }
+
+    #[test]
+    fn slug_schema_is_the_pattern_and_refuses_every_reserved_name() {
+        let slug = &signup_schema("SignupTenant")["properties"]["slug"];
+        assert_eq!(slug["pattern"], super::api_schema::SLUG, "{slug}");
+        assert_eq!(
+            (&slug["minLength"], &slug["maxLength"]),
+            (&json!(3), &json!(32))
+        );
+        // Read from the constant, so a name added there is refused by the schema too.
+        assert_eq!(slug["not"], json!({ "enum": RESERVED }), "{slug}");
+    }
+
+    /// Whatever the slug schema accepts, the server accepts: the schema may be stricter (no
+    /// `--`), never looser.
+    #[test]
+    fn a_schema_valid_slug_is_a_valid_slug() {
+        let pattern = regex::Regex::new(super::api_schema::SLUG).unwrap();
+        let schema_ok = |s: &str| {
+            pattern.is_match(s) && (3..=32).contains(&s.chars().count()) && !RESERVED.contains(&s)
+        };
+        let alphabet = ['a', 'z', '0', '9', '-', 'A', '_', '.'];
+        let mut checked = 0;
+        for len in 1..=4 {
+            let mut idx = vec![0; len];
+            loop {
+                let s: String = idx.iter().map(|&i| alphabet[i]).collect();
+                if schema_ok(&s) {
+                    assert!(valid_slug(&s), "{s:?}");
+                    checked += 1;
+                }
+                let Some(pos) = idx.iter().rposition(|&i| i + 1 < alphabet.len()) else {
+                    break;
+                };
+                idx[pos] += 1;
+                idx[pos + 1..].iter_mut().for_each(|i| *i = 0);
+            }
+        }
+        for s in RESERVED.iter().copied().chain([
+            "ab--cd",
+            "xn--abc",
+            "-ab",
+            "ab-",
+            "a".repeat(33).as_str(),
+        ]) {
+            assert!(!schema_ok(s), "{s:?}");
+        }
+        assert!(schema_ok(&"a".repeat(32)) && schema_ok("a-1") && checked > 400);
+    }
 }

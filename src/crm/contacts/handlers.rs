@@ -33,7 +33,8 @@ pub struct ContactPage {
     pub next_cursor: Option<String>,
 }
 
-/// Query parameters of `GET /v1/contacts`. Anything else is refused with 422.
+/// Query parameters of `GET /v1/contacts`. Anything else is refused with 422, and so is any value
+/// holding NUL (`%00`).
 #[derive(Debug, IntoParams)]
 #[into_params(parameter_in = Query)]
 #[allow(dead_code)]
@@ -41,24 +42,31 @@ pub struct ListQuery {
     /// 1–200, default 50.
     #[param(minimum = 1, maximum = 200)]
     limit: Option<i64>,
-    /// Opaque cursor from `next_cursor`.
+    /// Opaque cursor from `next_cursor`; only one the server issued for the same `sort` is
+    /// valid (else 400).
+    #[param(pattern = r"^[^\u0000]*$")]
     cursor: Option<String>,
     /// `created_at`, `updated_at`, `last_name`, `first_name`, `email`; `-` for descending.
     /// Default `-created_at`.
     #[param(pattern = r"^-?(created_at|updated_at|last_name|first_name|email)$")]
     sort: Option<String>,
     /// Exact email (case-insensitive).
+    #[param(pattern = r"^[^\u0000]*$")]
     email: Option<String>,
     /// Account id.
+    #[param(pattern = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")]
     account_id: Option<Uuid>,
     /// Owner (user) id.
+    #[param(pattern = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")]
     owner_id: Option<Uuid>,
     /// Lifecycle stage.
     #[param(value_type = Option<LifecycleStage>)]
     lifecycle_stage: Option<String>,
     /// Contacts carrying this tag.
+    #[param(pattern = r"^[^\u0000]*$")]
     tag: Option<String>,
-    /// Prefix of first name, last name or email.
+    /// Prefix of first name, last name or email (trimmed; blank means no filter).
+    #[param(pattern = r"^[^\u0000]*$")]
     q: Option<String>,
 }
 
@@ -119,8 +127,8 @@ fn contact_id(raw: &str) -> AppResult<ContactId> {
     params(ListQuery),
     responses(
         (status = 200, description = "A page of contacts", body = ContactPage),
-        (status = 400, description = "Malformed cursor", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid parameter", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "A cursor the server did not issue, or issued for another `sort` (`malformed_request`)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "An unknown parameter (`unknown_parameter`), a value out of range or of the wrong form (`out_of_range`, `invalid_value`, `invalid_format`), or one holding NUL (`invalid_characters`); `validation_failed`, `errors` names each", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[get("/v1/contacts")]
@@ -197,11 +205,11 @@ pub async fn list_contacts(
     tag = "contacts",
     security(("bearer" = [])),
     request_body = NewContact,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Retry-safe creation (24 h): 1–255 visible ASCII characters", pattern = r"^[!-~]{1,255}$")),
+    params(("Idempotency-Key" = Option<String>, Header, nullable = false, description = "Retry-safe creation (24 h): 1–255 visible ASCII characters", pattern = r"^[!-~]{1,255}$")),
     responses(
         (status = 201, description = "Created", body = ContactView, headers(("Location" = String), ("ETag" = String))),
         (status = 409, description = "Email taken, or same Idempotency-Key in progress", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Idempotency-Key reused with another body (`idempotency_key_reused`) or not 1–255 visible ASCII characters", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A field breaks its rule (`validation_failed`, `errors` names each), `owner_id` names no user of this tenant (`not_found`), or the Idempotency-Key was used with another body (`idempotency_key_reused`) or is not 1–255 visible ASCII characters", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/v1/contacts")]
@@ -276,7 +284,7 @@ pub async fn create_contact(
 #[utoipa::path(
     tag = "contacts",
     security(("bearer" = [])),
-    params(("id" = Uuid, Path, description = "Contact id")),
+    params(("id" = Uuid, Path, description = "Contact id (canonical: lower-case, hyphenated); any other text is 404", pattern = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")),
     responses(
         (status = 200, description = "The contact", body = ContactView, headers(("ETag" = String))),
         (status = 404, description = "No such contact (or another tenant's)", body = Problem, content_type = "application/problem+json"),
@@ -307,15 +315,16 @@ pub async fn get_contact(
     tag = "contacts",
     security(("bearer" = [])),
     params(
-        ("id" = Uuid, Path, description = "Contact id"),
-        ("If-Match" = Option<String>, Header, description = "Expected version, e.g. \"3\""),
+        ("id" = Uuid, Path, description = "Contact id (canonical: lower-case, hyphenated); any other text is 404", pattern = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"),
+        ("If-Match" = Option<String>, Header, nullable = false, description = "Expected version(s): `*`, or a comma-separated list of quoted versions such as `\"3\"`; a weak tag (`W/\"3\"`) or any other text matches nothing (412)", pattern = r#"^[\t ]*(\*|"[0-9]+"([\t ]*,[\t ]*"[0-9]+")*)[\t ]*$"#),
     ),
     request_body = ContactPatch,
     responses(
         (status = 200, description = "Updated", body = ContactView, headers(("ETag" = String))),
         (status = 404, description = "No such contact", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Email taken", body = Problem, content_type = "application/problem+json"),
-        (status = 412, description = "Version mismatch", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "`If-Match` matches no current version (`version_conflict`)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A field breaks its rule (`validation_failed`, `errors` names each), `owner_id` names no user of this tenant (`not_found`), or the merged `custom` would hold more than 50 keys (`too_many_keys`)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[patch("/v1/contacts/{id}")]
@@ -382,13 +391,13 @@ pub async fn update_contact(
     tag = "contacts",
     security(("bearer" = [])),
     params(
-        ("id" = Uuid, Path, description = "Contact id"),
-        ("If-Match" = Option<String>, Header, description = "Expected version"),
+        ("id" = Uuid, Path, description = "Contact id (canonical: lower-case, hyphenated); any other text is 404", pattern = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"),
+        ("If-Match" = Option<String>, Header, nullable = false, description = "Expected version(s): `*`, or a comma-separated list of quoted versions such as `\"3\"`; a weak tag (`W/\"3\"`) or any other text matches nothing (412)", pattern = r#"^[\t ]*(\*|"[0-9]+"([\t ]*,[\t ]*"[0-9]+")*)[\t ]*$"#),
     ),
     responses(
         (status = 204, description = "Deleted"),
         (status = 404, description = "No such contact", body = Problem, content_type = "application/problem+json"),
-        (status = 412, description = "Version mismatch", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "`If-Match` matches no current version (`version_conflict`)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[delete("/v1/contacts/{id}")]

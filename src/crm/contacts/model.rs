@@ -50,7 +50,10 @@ pub const MAX_CUSTOM_KEYS: usize = 50;
 /// Most tags per contact.
 pub const MAX_TAGS: usize = 50;
 const MAX_TEXT: usize = 255;
+const MAX_TAG: usize = 64;
 const MAX_CUSTOM_STRING: usize = 2000;
+/// What a `custom` key must look like.
+const CUSTOM_KEY: &str = "^[a-z][a-z0-9_]{0,63}$";
 
 /// A contact row.
 #[derive(Debug, Clone, Queryable, Selectable)]
@@ -151,26 +154,34 @@ impl From<Contact> for ContactView {
 #[serde(deny_unknown_fields)]
 pub struct NewContact {
     /// First name.
+    #[schema(schema_with = api_schema::text)]
     pub first_name: Option<String>,
     /// Last name.
+    #[schema(schema_with = api_schema::text)]
     pub last_name: Option<String>,
     /// Email.
+    #[schema(schema_with = api_schema::email)]
     pub email: Option<String>,
     /// Phone.
+    #[schema(schema_with = api_schema::text)]
     pub phone: Option<String>,
     /// Job title.
+    #[schema(schema_with = api_schema::text)]
     pub title: Option<String>,
     /// Account id.
+    #[schema(schema_with = api_schema::account_id)]
     pub account_id: Option<Uuid>,
     /// Owning user id (must be a user of this tenant).
+    #[schema(schema_with = api_schema::owner_id)]
     pub owner_id: Option<Uuid>,
     /// Lifecycle stage.
     #[schema(value_type = Option<LifecycleStage>)]
     pub lifecycle_stage: Option<String>,
     /// Tags.
+    #[schema(schema_with = api_schema::tags)]
     pub tags: Option<Vec<String>>,
     /// Custom fields.
-    #[schema(value_type = Option<Object>)]
+    #[schema(schema_with = api_schema::custom)]
     pub custom: Option<Map<String, Value>>,
 }
 
@@ -181,31 +192,31 @@ pub struct NewContact {
 pub struct ContactPatch {
     /// First name.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(schema_with = api_schema::text)]
     pub first_name: Option<Option<String>>,
     /// Last name.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(schema_with = api_schema::text)]
     pub last_name: Option<Option<String>>,
     /// Email.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(schema_with = api_schema::email)]
     pub email: Option<Option<String>>,
     /// Phone.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(schema_with = api_schema::text)]
     pub phone: Option<Option<String>>,
     /// Job title.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(schema_with = api_schema::text)]
     pub title: Option<Option<String>>,
     /// Account id.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<Uuid>)]
+    #[schema(schema_with = api_schema::account_id)]
     pub account_id: Option<Option<Uuid>>,
     /// Owner id.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<Uuid>)]
+    #[schema(schema_with = api_schema::owner_id)]
     pub owner_id: Option<Option<Uuid>>,
     /// Lifecycle stage.
     #[serde(default, deserialize_with = "present")]
@@ -213,11 +224,94 @@ pub struct ContactPatch {
     pub lifecycle_stage: Option<Option<String>>,
     /// Tags (replaces the list).
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<Vec<String>>)]
+    #[schema(schema_with = api_schema::tags)]
     pub tags: Option<Option<Vec<String>>>,
-    /// Custom fields to merge.
-    #[schema(value_type = Option<Object>)]
+    /// Custom fields to merge: a `null` value removes that key. The merged record may hold at
+    /// most 50 keys.
+    #[schema(schema_with = api_schema::custom)]
     pub custom: Option<Map<String, Value>>,
+}
+
+/// Request-body schemas for the API description, built from the constants [`ContactValues::validate`]
+/// checks against, so the two cannot drift apart.
+mod api_schema {
+    use serde_json::json;
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, SchemaType, Type};
+
+    use super::{CUSTOM_KEY, MAX_CUSTOM_KEYS, MAX_CUSTOM_STRING, MAX_TAG, MAX_TAGS, MAX_TEXT};
+    use crate::http::openapi::rules;
+
+    /// A free-text field.
+    pub fn text() -> ObjectBuilder {
+        rules::string(true).max_length(Some(MAX_TEXT)).description(Some(format!(
+            "At most {MAX_TEXT} characters. Surrounding whitespace is trimmed; a value that trims \
+             to nothing (or `null`) leaves the field empty."
+        )))
+    }
+
+    /// The contact's email (unique per tenant among live contacts, stored lower-cased).
+    pub fn email() -> ObjectBuilder {
+        rules::string(true)
+            .pattern(Some(rules::email(true)))
+            .max_length(Some(254))
+            .description(Some(
+                "An email address (one `@`, a dot in the domain, no whitespace inside; at most \
+                 254 bytes), stored trimmed and lower-cased. A value that trims to nothing (or \
+                 `null`) leaves the field empty. Unique among the tenant's live contacts (409).",
+            ))
+    }
+
+    /// The account the contact belongs to.
+    pub fn account_id() -> ObjectBuilder {
+        rules::uuid(true).description(Some("Account id."))
+    }
+
+    /// The owning user.
+    pub fn owner_id() -> ObjectBuilder {
+        rules::uuid(true).description(Some(
+            "Owning user's id: must name a user of this tenant (else 422, `owner_id` `not_found`).",
+        ))
+    }
+
+    /// Tags.
+    pub fn tags() -> ArrayBuilder {
+        ArrayBuilder::new()
+            .schema_type(SchemaType::from_iter([Type::Array, Type::Null]))
+            .items(rules::string(false).max_length(Some(MAX_TAG)))
+            .max_items(Some(MAX_TAGS))
+            .description(Some(format!(
+                "At most {MAX_TAGS} tags of at most {MAX_TAG} characters each; tags are trimmed, \
+                 and blank or repeated ones dropped. `null` means none."
+            )))
+    }
+
+    /// Custom fields: scalar values under snake_case keys.
+    pub fn custom() -> ObjectBuilder {
+        let value = ObjectBuilder::new()
+            .schema_type(SchemaType::from_iter([
+                Type::String,
+                Type::Number,
+                Type::Boolean,
+                Type::Null,
+            ]))
+            .max_length(Some(MAX_CUSTOM_STRING))
+            .pattern(Some(rules::NO_NUL));
+        ObjectBuilder::new()
+            .schema_type(SchemaType::from_iter([Type::Object, Type::Null]))
+            .property_names(Some(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .pattern(Some(CUSTOM_KEY)),
+            ))
+            .additional_properties(Some(value))
+            .max_properties(Some(MAX_CUSTOM_KEYS))
+            .description(Some(format!(
+                "At most {MAX_CUSTOM_KEYS} keys matching `{CUSTOM_KEY}`, each with a string (at \
+                 most {MAX_CUSTOM_STRING} characters), number or boolean; a `null` value means no \
+                 such key."
+            )))
+            .examples([json!({"tier": "gold", "score": 3})])
+    }
 }
 
 /// Distinguishes "field present with null" from "field absent".
@@ -374,11 +468,11 @@ impl ContactValues {
                 format!("at most {MAX_TAGS} tags"),
             ));
         }
-        if self.tags.iter().any(|t| t.chars().count() > 64) {
+        if self.tags.iter().any(|t| t.chars().count() > MAX_TAG) {
             errors.push(FieldError::new(
                 "tags",
                 "too_long",
-                "each tag must be at most 64 characters",
+                format!("each tag must be at most {MAX_TAG} characters"),
             ));
         }
         if self.custom.len() > MAX_CUSTOM_KEYS {
@@ -397,7 +491,7 @@ impl ContactValues {
                 errors.push(FieldError::new(
                     format!("custom.{k}"),
                     "invalid_key",
-                    "keys must match ^[a-z][a-z0-9_]{0,63}$",
+                    format!("keys must match {CUSTOM_KEY}"),
                 ));
             }
             match v {
