@@ -183,6 +183,12 @@ fn carrying_credentials(status: StatusCode) -> HttpResponseBuilder {
 /// Plans a signup may pick until the plans catalogue arrives.
 const SIGNUP_PLANS: &[&str] = &["free"];
 
+/// A display name: 1–200 characters once trimmed. Characters, not bytes, so the OpenAPI
+/// `maxLength` (which counts characters) describes it exactly.
+fn display_name_ok(name: &str) -> bool {
+    (1..=200).contains(&name.trim().chars().count())
+}
+
 fn validate_signup(req: &SignupRequest) -> Result<(), AppError> {
     let mut errors = Vec::new();
     if !valid_slug(&req.tenant.slug) {
@@ -195,7 +201,7 @@ fn validate_signup(req: &SignupRequest) -> Result<(), AppError> {
             ),
         ));
     }
-    if req.tenant.name.trim().is_empty() || req.tenant.name.len() > 200 {
+    if !display_name_ok(&req.tenant.name) {
         errors.push(FieldError::new(
             "tenant.name",
             "invalid_length",
@@ -208,7 +214,7 @@ fn validate_signup(req: &SignupRequest) -> Result<(), AppError> {
     if let Err(e) = password::check_policy(&req.user.password) {
         errors.push(FieldError::new("user.password", e.code(), e.to_string()));
     }
-    if req.user.name.trim().is_empty() || req.user.name.len() > 200 {
+    if !display_name_ok(&req.user.name) {
         errors.push(FieldError::new(
             "user.name",
             "invalid_length",

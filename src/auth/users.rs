@@ -61,7 +61,8 @@ pub fn normalize_email(email: &str) -> String {
 /// A deliberately simple shape check: one `@`, something on both sides, a dot in the domain.
 pub fn validate_email(email: &str) -> Result<(), String> {
     let e = email.trim();
-    let valid = e.len() <= 254
+    // Characters, like the OpenAPI `maxLength` that describes this rule.
+    let valid = e.chars().count() <= 254
         && !e.contains(char::is_whitespace)
         && e.split_once('@').is_some_and(|(local, domain)| {
             !local.is_empty()
