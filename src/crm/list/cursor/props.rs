@@ -1,5 +1,5 @@
 //! Property tests of the cursor decoder: bounded case counts (a few seconds in all), so they run
-//! in every `cargo test`.
+//! in every `cargo test`. `scripts/fuzz-cursors` fuzzes the same decoder with coverage guidance.
 
 use proptest::prelude::*;
 
