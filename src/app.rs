@@ -13,6 +13,7 @@ use crate::auth::keys::Keys;
 use crate::auth::throttle::Throttles;
 use crate::auth::tokens::TokenService;
 use crate::config::Config;
+use crate::crm::list::CursorSealer;
 use crate::http::fallback::{self, RouteTable};
 use crate::http::health::ApiJson;
 use crate::http::{conn, edge, openapi, request_id, routes};
@@ -32,6 +33,8 @@ pub struct AppState {
     pub grants: GrantsCache,
     /// Signing keys.
     pub keys: Arc<Keys>,
+    /// Seals and opens list cursors (key derived from the signing key).
+    pub cursors: CursorSealer,
     /// Access-token issuing and validation.
     pub tokens: Arc<TokenService>,
     /// Auth throttles.
@@ -54,6 +57,7 @@ impl AppState {
                 config.auth.access_ttl_secs,
             )),
             throttles: Throttles::new(&config.auth),
+            cursors: CursorSealer::from_keys(&keys),
             keys: Arc::new(keys),
             door,
             config: Arc::new(config),

@@ -5,6 +5,8 @@ mod common;
 
 use std::collections::BTreeSet;
 
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::*;
 use futures_util::future::join_all;
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
@@ -1064,6 +1066,228 @@ async fn list_rejects_garbage_cursor_and_cursor_of_another_sort() {
     }
 }
 
+/// A cursor in the pre-sealing format (base64url of the plain JSON), made by hand.
+fn plain_cursor(sort: &str, value: &str, id: &str) -> String {
+    let json = json!({"s": sort, "v": value, "id": id}).to_string();
+    URL_SAFE_NO_PAD.encode(json)
+}
+
+#[actix_web::test]
+async fn forged_cursor_with_nul_is_400_never_a_500() {
+    // PostgreSQL text cannot hold NUL: a forged cursor carrying one once reached the keyset
+    // comparison and failed there as a 500.
+    let app = TestApp::spawn().await;
+    let t = app.signup().await;
+    let api = Api::new(&app, &t);
+    seed_seven(&api).await;
+    for sort in ["email", "first_name", "last_name", "-email"] {
+        let forged = plain_cursor(sort, "\u{0}", &random_id());
+        let res = api.list_res(&[("sort", sort), ("cursor", &forged)]).await;
+        expect_problem(res, StatusCode::BAD_REQUEST, "malformed_request").await;
+    }
+}
+
+/// The `next_cursor` of the first page of `query` (which must have a next page).
+async fn first_cursor(api: &Api<'_>, query: &[(&str, &str)]) -> String {
+    let page = api.list(query).await;
+    let cursor = page["next_cursor"].as_str();
+    cursor
+        .unwrap_or_else(|| panic!("a next page: {page}"))
+        .to_string()
+}
+
+/// A 400 `malformed_request` for an unusable cursor; returns the body without its request id.
+async fn bad_cursor(res: Response) -> Value {
+    let body = expect_problem(res, StatusCode::BAD_REQUEST, "malformed_request").await;
+    stable(body)
+}
+
+#[actix_web::test]
+async fn cursors_in_the_old_plain_format_are_400() {
+    let app = TestApp::spawn().await;
+    let t = app.signup().await;
+    let api = Api::new(&app, &t);
+    let seeded = seed_seven(&api).await;
+    // Exactly what the old server issued for real rows: well-formed, and still refused.
+    let (ada, last) = (&seeded[0], &seeded[6]);
+    let cases = [
+        (
+            "-created_at",
+            plain_cursor(
+                "-created_at",
+                last["created_at"].as_str().unwrap(),
+                &id_of(last),
+            ),
+        ),
+        (
+            "email",
+            plain_cursor("email", "ada@example.com", &id_of(ada)),
+        ),
+        (
+            "last_name",
+            plain_cursor("last_name", "lovelace", &id_of(ada)),
+        ),
+    ];
+    let garbage = bad_cursor(api.list_res(&[("cursor", "garbage!")]).await).await;
+    for (sort, cursor) in cases {
+        let res = api.list_res(&[("sort", sort), ("cursor", &cursor)]).await;
+        assert_eq!(
+            bad_cursor(res).await,
+            garbage,
+            "{sort}: one answer for every bad cursor"
+        );
+    }
+}
+
+#[actix_web::test]
+async fn damaged_cursors_are_400() {
+    let app = TestApp::spawn().await;
+    let t = app.signup().await;
+    let api = Api::new(&app, &t);
+    seed_seven(&api).await;
+    let query = [("sort", "email"), ("limit", "2")];
+    let cursor = first_cursor(&api, &query).await;
+    let with = |c: &str| {
+        [("sort", "email"), ("limit", "2"), ("cursor", c)].map(|(k, v)| (k, v.to_string()))
+    };
+    let raw = URL_SAFE_NO_PAD.decode(&cursor).unwrap();
+    // One flipped bit at every position of the sealed bytes.
+    for i in 0..raw.len() {
+        let mut flipped = raw.clone();
+        flipped[i] ^= 0x01;
+        let res = send(
+            api.req(Method::GET, CONTACTS)
+                .query(&with(&URL_SAFE_NO_PAD.encode(&flipped))),
+        )
+        .await;
+        bad_cursor(res).await;
+    }
+    let long = "A".repeat(10_000);
+    let damaged = [
+        cursor[..cursor.len() - 1].to_string(),
+        format!("{cursor}A"),
+        format!("A{cursor}"),
+        cursor.replace(|c: char| c.is_ascii_lowercase(), "x"),
+        long,
+    ];
+    for c in damaged {
+        bad_cursor(send(api.req(Method::GET, CONTACTS).query(&with(&c))).await).await;
+    }
+    // Raw NUL in the parameter is also just a bad cursor.
+    let res = send(api.req(Method::GET, &format!("{CONTACTS}?cursor=a%00b"))).await;
+    bad_cursor(res).await;
+    // The undamaged one still works.
+    api.list(&[("sort", "email"), ("limit", "2"), ("cursor", &cursor)])
+        .await;
+}
+
+#[actix_web::test]
+async fn cursors_hold_no_personal_data() {
+    let app = TestApp::spawn().await;
+    let t = app.signup().await;
+    let api = Api::new(&app, &t);
+    // Long values, so that finding one by chance in a cursor's random bytes is impossible.
+    let people = [
+        (
+            "Philomena",
+            "Cunningham",
+            "philomena.cunningham@example.org",
+        ),
+        ("Bartholomew", "Fitzgerald", "bart.fitzgerald@example.net"),
+        ("Ermengarde", "Vanderbilt", "ERMENGARDE@Example.COM"),
+        ("Maximilian", "Oyelaran", "max.oyelaran@example.io"),
+    ];
+    for (first, last, email) in people {
+        api.create(json!({"first_name": first, "last_name": last, "email": email}))
+            .await;
+    }
+    for sort in ["email", "-email", "first_name", "last_name", "-created_at"] {
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut query = vec![("sort", sort), ("limit", "1")];
+            if let Some(c) = &cursor {
+                query.push(("cursor", c.as_str()));
+            }
+            let page = api.list(&query).await;
+            let Some(next) = page["next_cursor"].as_str() else {
+                break;
+            };
+            let bytes = URL_SAFE_NO_PAD.decode(next).unwrap();
+            let last = &page["data"][0];
+            for field in ["email", "first_name", "last_name"] {
+                let v = last[field].as_str().unwrap();
+                for needle in [v.to_string(), v.to_lowercase()] {
+                    let hit = bytes.windows(needle.len()).any(|w| w == needle.as_bytes());
+                    assert!(!hit, "{sort}: cursor {next} carries {field} {needle:?}");
+                    assert!(!next.contains(&needle), "{sort}: {next} carries {needle:?}");
+                }
+            }
+            cursor = Some(next.to_string());
+        }
+    }
+}
+
+#[actix_web::test]
+async fn a_cursor_only_continues_the_list_it_came_from() {
+    let app = TestApp::spawn().await;
+    let t = app.signup().await;
+    let api = Api::new(&app, &t);
+    seed_seven(&api).await;
+    for c in ["Ann", "Anna", "Anton"] {
+        api.create(json!({"first_name": c, "tags": ["x"]})).await;
+    }
+    let query = [
+        ("q", "an"),
+        ("tag", "x"),
+        ("sort", "first_name"),
+        ("limit", "1"),
+    ];
+    let cursor = first_cursor(&api, &query).await;
+    // The same list, however written, continues.
+    let same = [
+        vec![("q", "an"), ("tag", "x"), ("sort", "first_name")],
+        vec![("sort", "first_name"), ("tag", "x"), ("q", " an ")],
+    ];
+    for q in same {
+        let mut q = q;
+        q.push(("cursor", &cursor));
+        assert_eq!(api.ids(&q).await.len(), 2, "{q:?}");
+    }
+    let garbage = bad_cursor(api.list_res(&[("cursor", "garbage!")]).await).await;
+    let others = [
+        vec![("q", "ann"), ("tag", "x"), ("sort", "first_name")],
+        vec![("tag", "x"), ("sort", "first_name")],
+        vec![("q", "an"), ("sort", "first_name")],
+        vec![
+            ("q", "an"),
+            ("tag", "x"),
+            ("sort", "first_name"),
+            ("lifecycle_stage", "lead"),
+        ],
+        vec![
+            ("q", "an"),
+            ("tag", "x"),
+            ("sort", "first_name"),
+            ("owner_id", t.user_id.as_str()),
+        ],
+        vec![
+            ("q", "an"),
+            ("tag", "x"),
+            ("sort", "first_name"),
+            ("email", "ann@x.example"),
+        ],
+        vec![("q", "an"), ("tag", "x"), ("sort", "-first_name")],
+        vec![("q", "an"), ("tag", "x"), ("sort", "last_name")],
+        vec![("q", "an"), ("tag", "x")],
+    ];
+    for q in others {
+        let mut q = q;
+        q.push(("cursor", &cursor));
+        let body = bad_cursor(api.list_res(&q).await).await;
+        assert_eq!(body, garbage, "{q:?}: refused like any bad cursor");
+    }
+}
+
 #[actix_web::test]
 async fn list_filters_by_email_case_insensitively_and_exactly() {
     let app = TestApp::spawn().await;
@@ -1670,13 +1894,50 @@ async fn other_tenant_lists_and_filters_never_show_the_contact() {
     for f in filters {
         assert!(api.ids(&[f]).await.is_empty(), "{f:?} shows nothing of A's");
     }
-    // Nor does a cursor minted for A open A's rows to B.
+    // Nor does a cursor minted for A open anything to B: it does not even open.
     Api::new(&app, &a)
         .create(json!({"first_name": "Second"}))
         .await;
-    let page = Api::new(&app, &a).list(&[("limit", "1")]).await;
-    let cursor = page["next_cursor"].as_str().unwrap();
-    assert!(!api.ids(&[("cursor", cursor)]).await.contains(&id_of(&x)));
+    let cursor = first_cursor(&Api::new(&app, &a), &[("limit", "1")]).await;
+    bad_cursor(api.list_res(&[("cursor", &cursor)]).await).await;
+    assert!(!api.ids(&[]).await.contains(&id_of(&x)));
+}
+
+#[actix_web::test]
+async fn another_tenants_cursor_is_400_on_its_own_host_and_the_root_host() {
+    let app = TestApp::spawn().await;
+    let (a, b, _) = two_tenants_with_contact(&app).await;
+    let api_a = Api::new(&app, &a);
+    api_a.create(json!({"first_name": "Second"})).await;
+    Api::new(&app, &b)
+        .create(json!({"first_name": "Bea"}))
+        .await;
+    Api::new(&app, &b)
+        .create(json!({"first_name": "Bob"}))
+        .await;
+    let garbage = bad_cursor(Api::new(&app, &b).list_res(&[("cursor", "garbage!")]).await).await;
+    for sort in ["-created_at", "email", "last_name"] {
+        let cursor = first_cursor(&api_a, &[("sort", sort), ("limit", "1")]).await;
+        let query = [("sort", sort), ("cursor", cursor.as_str())];
+        // B, on B's host and on the root host: the same answer as for garbage.
+        let on_b = Api::new(&app, &b).list_res(&query).await;
+        assert_eq!(bad_cursor(on_b).await, garbage, "{sort}");
+        let root = app
+            .root(Method::GET, CONTACTS)
+            .bearer_auth(&b.access)
+            .query(&query);
+        assert_eq!(
+            bad_cursor(send(root).await).await,
+            garbage,
+            "{sort}, root host"
+        );
+        // A's cursor is bound to A, not to the host: A continues on the root host too.
+        let root = app
+            .root(Method::GET, CONTACTS)
+            .bearer_auth(&a.access)
+            .query(&query);
+        expect(send(root).await, StatusCode::OK).await;
+    }
 }
 
 #[actix_web::test]

@@ -2,6 +2,10 @@
 //!
 //! One key signs; every key in `verifying` is accepted (room for rotation: publish the next key
 //! first, switch signing later, keep the old one until its tokens expire).
+//!
+//! The signing key is also the root of the server's symmetric secrets ([`Keys::derive_secret`]):
+//! every replica that shares it derives the same secrets, so no second mandatory secret exists,
+//! and rotating it rotates them too (for list cursors: outstanding cursors stop opening).
 
 use std::collections::HashMap;
 
@@ -10,6 +14,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ed25519_dalek::SigningKey;
 use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
+use hkdf::Hkdf;
 use jsonwebtoken::{DecodingKey, EncodingKey};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -47,6 +52,8 @@ pub struct Keys {
     encoding: EncodingKey,
     verifying: HashMap<String, DecodingKey>,
     jwks: Jwks,
+    /// HKDF-SHA256 extracted from the signing key's seed, for [`Keys::derive_secret`].
+    secrets: Hkdf<Sha256>,
 }
 
 impl Keys {
@@ -81,6 +88,7 @@ impl Keys {
             encoding: EncodingKey::from_ed_der(der.as_bytes()),
             verifying,
             jwks: Jwks { keys: vec![jwk] },
+            secrets: Hkdf::new(None, key.as_bytes()),
         })
     }
 
@@ -134,6 +142,19 @@ impl Keys {
     pub fn jwks(&self) -> &Jwks {
         &self.jwks
     }
+
+    /// A 32-byte secret for one purpose, derived with HKDF-SHA256 from the signing key. `info`
+    /// separates the purposes (and their versions): distinct `info`s give independent secrets,
+    /// none of which reveals the signing key or another secret. Same key, same `info`, same
+    /// secret, on every replica and across restarts.
+    pub fn derive_secret(&self, info: &[u8]) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        // Cannot fail: HKDF-SHA256 yields up to 255 × 32 bytes.
+        self.secrets
+            .expand(info, &mut out)
+            .expect("32 bytes is a valid HKDF-SHA256 output length");
+        out
+    }
 }
 
 #[cfg(test)]
@@ -144,5 +165,20 @@ mod tests {
         let k2 = super::Keys::from_pem(&pem).unwrap();
         assert_eq!(k.kid(), k2.kid());
         assert!(super::Keys::from_pem("nonsense").is_err());
+    }
+
+    #[test]
+    fn derived_secrets_follow_the_key_and_the_purpose() {
+        let (k, pem) = super::Keys::generate().unwrap();
+        let same = super::Keys::from_pem(&pem).unwrap();
+        let other = super::Keys::generate().unwrap().0;
+        let a = k.derive_secret(b"purpose a");
+        assert_eq!(a, same.derive_secret(b"purpose a"), "replicas agree");
+        assert_ne!(a, k.derive_secret(b"purpose b"), "purposes are separated");
+        assert_ne!(
+            a,
+            other.derive_secret(b"purpose a"),
+            "a new key, new secrets"
+        );
     }
 }

@@ -17,7 +17,7 @@ use super::repo::{self, Filters, SORTABLE};
 use crate::access::catalogue::{CONTACTS_DELETE, CONTACTS_READ, CONTACTS_WRITE};
 use crate::app::AppState;
 use crate::audit::{self, Event};
-use crate::crm::list::{self, Sort};
+use crate::crm::list::{self, ListContext, Sort};
 use crate::error::{AppError, AppResult, FieldError, Problem};
 use crate::http::body::JsonBody;
 use crate::http::idempotency::{self, Claim};
@@ -70,6 +70,8 @@ pub struct ListQuery {
     q: Option<String>,
 }
 
+/// The resource name cursors are bound to.
+const RESOURCE: &str = "contacts";
 const DEFAULT_SORT: Sort = Sort {
     field: "created_at",
     desc: true,
@@ -145,14 +147,6 @@ pub async fn list_contacts(
     let mut errors = Vec::new();
     list::check_params(&params, LIST_PARAMS, &mut errors);
     let get = |k: &str| params.get(k).map(String::as_str);
-    let paging = list::paging(
-        get("limit"),
-        get("sort"),
-        get("cursor"),
-        SORTABLE,
-        DEFAULT_SORT,
-        &mut errors,
-    )?;
     let uuid_param = |k: &str, errors: &mut Vec<FieldError>| -> Option<Uuid> {
         let v = get(k)?;
         let id = crate::ids::canonical_uuid(v);
@@ -185,9 +179,27 @@ pub async fn list_contacts(
             "unknown lifecycle stage",
         ));
     }
+    // The cursor is opened only now, against the filters as parsed: it must belong to exactly
+    // this list (tenant, sort, filters), or it is a 400 before any SQL runs.
+    let listing = ListContext {
+        cursors: &state.cursors,
+        resource: RESOURCE,
+        tenant: principal.tenant_id(),
+        filters: filters.fingerprint(),
+    };
+    let paging = list::paging(
+        get("limit"),
+        get("sort"),
+        get("cursor"),
+        SORTABLE,
+        DEFAULT_SORT,
+        &listing,
+        &mut errors,
+    )?;
     if !errors.is_empty() {
         return Err(AppError::Validation(errors));
     }
+    let sort = paging.sort;
     let page = state
         .door
         .read(principal.scope(), |tx| {
@@ -195,8 +207,8 @@ pub async fn list_contacts(
         })
         .await?;
     Ok(HttpResponse::Ok().json(ContactPage {
+        next_cursor: listing.next_cursor(sort, page.next.as_ref())?,
         data: page.data.into_iter().map(ContactView::from).collect(),
-        next_cursor: page.next_cursor,
     }))
 }
 

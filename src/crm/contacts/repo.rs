@@ -1,7 +1,7 @@
 //! Contact queries. Every function takes a [`TenantTx`]: RLS scopes them to the transaction's
 //! tenant, and the explicit `tenant_id` predicates let Postgres use the composite indexes.
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use diesel::dsl::sql;
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
@@ -11,7 +11,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::model::{Contact, ContactValues};
-use crate::crm::list::{Cursor, Page, Paging};
+use crate::crm::list::{self, Cursor, Fingerprint, Page, Paging, SortKey};
 use crate::db::schema::contacts;
 use crate::error::{AppError, AppResult, FieldError};
 use crate::ids::ContactId;
@@ -41,6 +41,32 @@ pub struct Filters {
     pub tag: Option<String>,
     /// Prefix of first name, last name or email (case-insensitive).
     pub q: Option<String>,
+}
+
+impl Filters {
+    /// What a cursor is bound to: the filters as parsed (so `?q=%20` and no `q` are one list,
+    /// as are a UUID in upper and lower case). Every field must be listed here, or a cursor
+    /// from one filtered list would continue another.
+    pub fn fingerprint(&self) -> Fingerprint {
+        let Self {
+            email,
+            account_id,
+            owner_id,
+            lifecycle_stage,
+            tag,
+            q,
+        } = self;
+        let uuid = |u: &Option<Uuid>| u.map(|u| u.to_string());
+        let pairs = [
+            ("email", email.clone()),
+            ("account_id", uuid(account_id)),
+            ("owner_id", uuid(owner_id)),
+            ("lifecycle_stage", lifecycle_stage.clone()),
+            ("tag", tag.clone()),
+            ("q", q.clone()),
+        ];
+        Fingerprint::of(pairs.into_iter().filter_map(|(k, v)| Some((k, v?))))
+    }
 }
 
 /// The query behind `GET /v1/contacts/{id}`, built for [`crate::tenancy::Door::read_one`].
@@ -207,11 +233,11 @@ fn cursor_key_sql(field: &str) -> &'static str {
     }
 }
 
-fn sort_value(c: &Contact, field: &str, db_key: Option<String>) -> String {
+fn sort_value(c: &Contact, field: &str, db_key: Option<String>) -> SortKey {
     match field {
-        "updated_at" => c.updated_at.to_rfc3339(),
-        "created_at" => c.created_at.to_rfc3339(),
-        _ => db_key.unwrap_or_default(),
+        "updated_at" => SortKey::Time(c.updated_at),
+        "created_at" => SortKey::Time(c.created_at),
+        _ => SortKey::Text(db_key.unwrap_or_default()),
     }
 }
 
@@ -282,25 +308,24 @@ pub async fn list(tx: &mut TenantTx<'_>, f: &Filters, paging: &Paging) -> AppRes
         // Row comparison `(expr, id) > (v, id)` is exactly what the (tenant_id, expr, id) index
         // can seek to.
         let head = format!("({expr}, id) {cmp} (");
-        query = if matches!(field, "created_at" | "updated_at") {
-            let v: DateTime<Utc> = DateTime::parse_from_rfc3339(&after.v)
-                .map_err(|_| AppError::Malformed("cursor is not a valid cursor".into()))?
-                .with_timezone(&Utc);
-            query.filter(
+        query = match (&after.key, matches!(field, "created_at" | "updated_at")) {
+            (SortKey::Time(v), true) => query.filter(
                 sql::<Bool>(&head)
-                    .bind::<Timestamptz, _>(v)
+                    .bind::<Timestamptz, _>(*v)
                     .sql(", ")
                     .bind::<SqlUuid, _>(after.id)
                     .sql(")"),
-            )
-        } else {
-            query.filter(
+            ),
+            (SortKey::Text(v), false) => query.filter(
                 sql::<Bool>(&head)
-                    .bind::<Text, _>(after.v.clone())
+                    .bind::<Text, _>(v.clone())
                     .sql(", ")
                     .bind::<SqlUuid, _>(after.id)
                     .sql(")"),
-            )
+            ),
+            // A timestamp key for a text sort or the reverse: the binding includes the sort, so
+            // only a server bug could seal one, but a cursor that cannot be used is still a 400.
+            _ => return Err(list::invalid_cursor()),
         };
     }
     let mut rows: Vec<(Contact, Option<String>)> = query
@@ -308,23 +333,18 @@ pub async fn list(tx: &mut TenantTx<'_>, f: &Filters, paging: &Paging) -> AppRes
         .limit(paging.limit + 1)
         .load(tx.conn())
         .await?;
-    let next_cursor = if rows.len() as i64 > paging.limit {
+    let next = if rows.len() as i64 > paging.limit {
         rows.truncate(paging.limit as usize);
-        rows.last().map(|(last, key)| {
-            let v = sort_value(last, field, key.clone());
-            Cursor {
-                s: paging.sort.as_param(),
-                v,
-                id: last.id.as_uuid(),
-            }
-            .encode()
+        rows.last().map(|(last, key)| Cursor {
+            key: sort_value(last, field, key.clone()),
+            id: last.id.as_uuid(),
         })
     } else {
         None
     };
     Ok(Page {
         data: rows.into_iter().map(|(c, _)| c).collect(),
-        next_cursor,
+        next,
     })
 }
 
