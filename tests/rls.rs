@@ -524,3 +524,41 @@ async fn a_pool_of_one_never_leaks_tenant_context_between_requests() {
         }
     }
 }
+
+#[actix_web::test]
+async fn tenants_apply_runs_as_the_owner_role_not_the_servers() {
+    let db = TestDb::new().await;
+    // The server's URL points nowhere: a command that used it could not create anything.
+    let out = tessera_command()
+        .args([
+            "tenants",
+            "apply",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/tenants"),
+        ])
+        .env("TESSERA_DATABASE__MIGRATION_URL", db.admin_url())
+        .env(
+            "TESSERA_DATABASE__URL",
+            "postgres://tessera_app@127.0.0.1:1/nowhere",
+        )
+        .env("ACME_OWNER_PASSWORD", "a long enough password")
+        .env("GLOBEX_OWNER_PASSWORD", "another long password")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("tenant acme"), "{stdout}");
+    let slugs: Vec<String> = db
+        .admin()
+        .await
+        .query("SELECT slug FROM tenants ORDER BY slug", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(slugs, ["acme", "globex"]);
+}

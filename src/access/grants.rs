@@ -113,6 +113,7 @@ async fn load(
                 }
                 if let Some(session) = session {
                     let live: i64 = refresh_tokens::table
+                        .filter(refresh_tokens::tenant_id.eq(tenant))
                         .filter(refresh_tokens::family_id.eq(session))
                         .filter(refresh_tokens::user_id.eq(user))
                         .filter(refresh_tokens::revoked_at.is_null())
@@ -134,6 +135,7 @@ async fn load(
                             .eq(roles::tenant_id)
                             .and(role_permissions::role_id.eq(roles::id))),
                     )
+                    .filter(user_roles::tenant_id.eq(tenant))
                     .filter(user_roles::user_id.eq(user))
                     .select((roles::name, role_permissions::permission.nullable()))
                     .load(tx.conn())

@@ -78,7 +78,10 @@ pub async fn ensure_system_roles(
     tx: &mut TenantTx<'_>,
 ) -> AppResult<HashMap<&'static str, RoleId>> {
     let tenant = tx.tenant_id();
+    // The explicit tenant filter repeats what RLS enforces for the server's role, and is what
+    // scopes the query for a role RLS does not bind (the owner in development is a superuser).
     let existing: Vec<(RoleId, String)> = roles::table
+        .filter(roles::tenant_id.eq(tenant))
         .filter(roles::is_system.eq(true))
         .select((roles::id, roles::name))
         .load(tx.conn())

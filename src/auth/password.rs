@@ -8,7 +8,7 @@ use std::sync::LazyLock;
 
 use crate::error::{AppError, AppResult};
 
-/// Minimum password length in characters (API.md §6).
+/// Minimum password length in characters (../shared/API.md §6).
 pub const MIN_LEN: usize = 12;
 /// Maximum password length in characters; longer inputs are refused before hashing. Characters,
 /// like the minimum, so OpenAPI's `minLength`/`maxLength` describe the policy exactly; 256

@@ -83,7 +83,9 @@ pub enum Rotation {
 pub async fn consume(tx: &mut TenantTx<'_>, token: &str) -> AppResult<Rotation> {
     let h = hash(token);
     let now = Utc::now();
+    let tenant = tx.tenant_id();
     let consumed: Option<(UserId, SessionId)> = diesel::update(refresh_tokens::table)
+        .filter(refresh_tokens::tenant_id.eq(tenant))
         .filter(refresh_tokens::token_hash.eq(&h))
         .filter(refresh_tokens::consumed_at.is_null())
         .filter(refresh_tokens::revoked_at.is_null())
@@ -103,6 +105,7 @@ pub async fn consume(tx: &mut TenantTx<'_>, token: &str) -> AppResult<Rotation> 
         Option<chrono::DateTime<Utc>>,
     );
     let known: Option<Known> = refresh_tokens::table
+        .filter(refresh_tokens::tenant_id.eq(tenant))
         .filter(refresh_tokens::token_hash.eq(&h))
         .select((
             refresh_tokens::user_id,
@@ -126,7 +129,9 @@ pub async fn consume(tx: &mut TenantTx<'_>, token: &str) -> AppResult<Rotation> 
 
 /// Revokes every token of a session.
 pub async fn revoke_family(tx: &mut TenantTx<'_>, family: SessionId) -> AppResult<usize> {
+    let tenant = tx.tenant_id();
     Ok(diesel::update(refresh_tokens::table)
+        .filter(refresh_tokens::tenant_id.eq(tenant))
         .filter(refresh_tokens::family_id.eq(family))
         .filter(refresh_tokens::revoked_at.is_null())
         .set(refresh_tokens::revoked_at.eq(Utc::now()))

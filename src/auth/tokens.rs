@@ -19,7 +19,7 @@ pub const MAX_TOKEN_LEN: usize = 8 * 1024;
 /// Clock skew tolerated on `exp`, `nbf` and `iat`.
 pub const LEEWAY_SECS: u64 = 5;
 
-/// Access token claims (API.md §6), plus `sid`, the session (refresh family) it belongs to.
+/// Access token claims (../shared/API.md §6), plus `sid`, the session (refresh family) it belongs to.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Claims {
     /// Issuer.

@@ -80,7 +80,9 @@ pub fn validate_email(email: &str) -> Result<(), String> {
 
 /// Finds a user by email in the transaction's tenant.
 pub async fn by_email(tx: &mut TenantTx<'_>, email: &str) -> AppResult<Option<User>> {
+    let tenant = tx.tenant_id();
     Ok(users::table
+        .filter(users::tenant_id.eq(tenant))
         .filter(users::email.eq(normalize_email(email)))
         .select(User::as_select())
         .first(tx.conn())

@@ -1,4 +1,4 @@
-//! Shared list mechanics (API.md §5): `limit`, `sort`, opaque keyset cursors, the page envelope.
+//! Shared list mechanics (../shared/API.md §5): `limit`, `sort`, opaque keyset cursors, the page envelope.
 //! Resources declare their sortable fields and fingerprint their filters; this module parses and
 //! validates the rest, and seals and opens the cursors ([`cursor`]).
 //!

@@ -41,7 +41,7 @@ impl Modify for Bearer {
 }
 
 /// Adds the responses every operation of a kind can give, so no operation's list is missing one
-/// (API.md §1–§3): credentials (401), tenant host (403 `tenant_suspended`, 404
+/// (../shared/API.md §1–§3): credentials (401), tenant host (403 `tenant_suspended`, 404
 /// `tenant_not_found`), permissions (403 `forbidden`), JSON bodies (400, 413, 415, 422) and the
 /// database (503). Handler annotations keep the responses particular to them.
 pub fn complete(api: &mut utoipa::openapi::OpenApi) {

@@ -46,7 +46,7 @@ def _problem(response):
 def _key_reused(failure, response):
     """The same Idempotency-Key sent again with another body: 422 `idempotency_key_reused`.
 
-    That is the key doing its job (API.md §4): a key names one request, and a client mints a fresh
+    That is the key doing its job (../shared/API.md §4): a key names one request, and a client mints a fresh
     one per distinct request. The generator reuses small values (`0`, `!`) across bodies, and a
     schema can describe a key's form but not that it is fresh.
     """
@@ -79,7 +79,7 @@ def after_call(context, case, response):
 def _replay_of_deleted(failure, response):
     """A create replayed by its Idempotency-Key names a record deleted since: 404 when fetched.
 
-    A replay returns the stored response (API.md §4), Location included, so a record deleted
+    A replay returns the stored response (../shared/API.md §4), Location included, so a record deleted
     between the first request and the retry is gone; creating it again would break the key's
     promise that a retry never creates twice. The stateful phase reuses keys across scenarios.
     """
