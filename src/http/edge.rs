@@ -212,6 +212,66 @@ fn same_authority(a: &Authority, b: &Authority, default_port: u16) -> bool {
 mod tests {
     use super::*;
     use actix_web::test::TestRequest;
+    use actix_web::{App, HttpResponse, middleware::from_fn};
+
+    /// Error answers the framework (not `AppError`) produces become problems with the same status
+    /// and `Allow`; 503s get the configured `Retry-After`; responses default to `no-store`.
+    #[actix_web::test]
+    async fn framework_answers_become_problems_and_503s_get_retry_after() {
+        let mut config = crate::config::Config::load_from(
+            crate::config::Profile::Test,
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config"),
+            figment::providers::Env::prefixed("TESSERA_UNSET_"),
+        )
+        .unwrap();
+        // The pool is lazy: nothing here connects.
+        config.database.url = "postgres://nobody@127.0.0.1:1/none".into();
+        config.database.retry_after_secs = 9;
+        let keys = crate::auth::keys::Keys::generate().unwrap().0;
+        let state = web::Data::new(AppState::new(config, keys).unwrap());
+        let app = actix_web::test::init_service(
+            App::new()
+                .app_data(state)
+                .wrap(from_fn(middleware))
+                .route(
+                    "/plain",
+                    web::get().to(|| async {
+                        HttpResponse::MethodNotAllowed()
+                            .insert_header((header::ALLOW, "GET"))
+                            .body("plain text")
+                    }),
+                )
+                .route(
+                    "/busy",
+                    web::get().to(|| async { HttpResponse::ServiceUnavailable().finish() }),
+                ),
+        )
+        .await;
+        let req = TestRequest::get()
+            .uri("/plain")
+            .insert_header(("host", "localhost"));
+        let res = actix_web::test::call_service(&app, req.to_request()).await;
+        assert_eq!(res.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(res.headers().get(header::ALLOW).unwrap(), "GET");
+        assert_eq!(
+            res.headers().get(header::CONTENT_TYPE).unwrap(),
+            "application/problem+json"
+        );
+        assert_eq!(
+            res.headers().get(header::CACHE_CONTROL).unwrap(),
+            "no-store"
+        );
+        let body: serde_json::Value = actix_web::test::read_body_json(res).await;
+        assert_eq!(body["code"], "method_not_allowed");
+        let req = TestRequest::get()
+            .uri("/busy")
+            .insert_header(("host", "localhost"));
+        let res = actix_web::test::call_service(&app, req.to_request()).await;
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(res.headers().get(header::RETRY_AFTER).unwrap(), "9");
+        let body: serde_json::Value = actix_web::test::read_body_json(res).await;
+        assert_eq!(body["code"], "unavailable");
+    }
 
     fn head(req: TestRequest) -> RequestHead {
         req.to_srv_request().head().clone()
