@@ -1425,3 +1425,36 @@ async fn nul_characters_in_signup_and_login_are_422_never_500() {
         [("email".into(), "invalid_characters".into())]
     );
 }
+
+#[actix_web::test]
+async fn throttles_key_the_address_the_proxy_saw_and_an_ipv6_slash_64() {
+    let app = TestApp::spawn_with(|c| {
+        c.http.trust_forwarded_for = true;
+        c.auth.login_ip_per_minute = 2;
+    })
+    .await;
+    let t = app.signup().await;
+    let attempt = |forwarded: &'static str| {
+        app.on(&t.slug, Method::POST, "/v1/auth/login")
+            .header("x-forwarded-for", forwarded)
+            .json(&json!({"email": t.email, "password": t.password}))
+            .send()
+    };
+    // The client writes whatever it likes before the proxy's own entry: that part is not the key.
+    expect(
+        attempt("1.1.1.1, 203.0.113.7").await.unwrap(),
+        StatusCode::OK,
+    )
+    .await;
+    expect(
+        attempt("2.2.2.2, 203.0.113.7").await.unwrap(),
+        StatusCode::OK,
+    )
+    .await;
+    expect_rate_limited(attempt("3.3.3.3, 203.0.113.7").await.unwrap()).await;
+    // Two addresses of one IPv6 /64 are one client; the next /64 is another.
+    expect(attempt("2001:db8:1:2::1").await.unwrap(), StatusCode::OK).await;
+    expect(attempt("2001:db8:1:2::ffff").await.unwrap(), StatusCode::OK).await;
+    expect_rate_limited(attempt("2001:db8:1:2:aaaa::9").await.unwrap()).await;
+    expect(attempt("2001:db8:1:3::1").await.unwrap(), StatusCode::OK).await;
+}

@@ -15,7 +15,9 @@ use crate::app::AppState;
 use crate::audit::{self, Event};
 use crate::error::{AppError, AppResult, FieldError, Problem};
 use crate::http::body::JsonBody;
-use crate::http::principal::{HostTenant, Principal, audit_context, client_ip, credential_tenant};
+use crate::http::principal::{
+    HostTenant, Principal, audit_context, client_ip, credential_tenant, throttle_key,
+};
 use crate::ids::{SessionId, TenantId, UserId};
 use crate::tenancy::host::{HostTarget, SLUG_MAX, SLUG_MIN, SLUG_PATTERN, valid_slug};
 use crate::tenancy::{Tenant, TxScope};
@@ -261,7 +263,7 @@ pub async fn signup(
     {
         return Err(AppError::NotFound);
     }
-    let ip = client_ip(&req).map(|i| i.to_string()).unwrap_or_default();
+    let ip = throttle_key(client_ip(&req));
     state.throttles.signup_ip.check(&ip)?;
     let input = body.value;
     validate_signup(&input)?;
@@ -367,7 +369,7 @@ pub async fn login(
     // A password names no tenant, so login needs the tenant's host.
     let tenant = host.0.ok_or(AppError::Unauthenticated)?;
     let input = body.value;
-    let ip = client_ip(&req).map(|i| i.to_string()).unwrap_or_default();
+    let ip = throttle_key(client_ip(&req));
     state.throttles.login_ip.check(&ip)?;
     let email = users::normalize_email(&input.email);
     // Before anything looks at the password: a throttled attempt must not learn whether it was
@@ -470,7 +472,7 @@ pub async fn refresh_tokens(
     host: HostTenant,
     body: JsonBody<RefreshRequest>,
 ) -> AppResult<HttpResponse> {
-    let ip = client_ip(&req).map(|i| i.to_string()).unwrap_or_default();
+    let ip = throttle_key(client_ip(&req));
     state.throttles.refresh_ip.check(&ip)?;
     let token = body.value.refresh_token;
     let claimed = refresh::tenant_of(&token).ok_or(AppError::Unauthenticated)?;

@@ -192,8 +192,10 @@ pub fn host_target(req: &HttpRequest) -> HostTarget {
         .unwrap_or(HostTarget::Root)
 }
 
-/// The client's IP: the peer address, or the first `X-Forwarded-For` hop when configured to
-/// trust a proxy in front.
+/// The client's IP: the peer address, or, when configured to trust the proxy in front, the
+/// address that proxy saw — the *last* `X-Forwarded-For` entry. Proxies append to the header, so
+/// everything before their entry came from the client and can be anything; taking the first
+/// entry would let every request pick its own address (and its own throttle key).
 pub fn client_ip(req: &HttpRequest) -> Option<IpAddr> {
     let trust = req
         .app_data::<web::Data<AppState>>()
@@ -201,14 +203,29 @@ pub fn client_ip(req: &HttpRequest) -> Option<IpAddr> {
     if trust
         && let Some(ip) = req
             .headers()
-            .get("x-forwarded-for")
+            .get_all("x-forwarded-for")
+            .last()
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
+            .and_then(|v| v.rsplit(',').next())
             .and_then(|v| v.trim().parse().ok())
     {
         return Some(ip);
     }
     req.peer_addr().map(|a| a.ip())
+}
+
+/// The client address as throttles count it: an IPv4 address, or an IPv6 address's /64. One
+/// IPv6 subscriber is routinely given a whole /64, so keying single addresses would hand an
+/// attacker 2^64 fresh keys.
+pub fn throttle_key(ip: Option<IpAddr>) -> String {
+    match ip.map(|ip| ip.to_canonical()) {
+        Some(IpAddr::V6(v6)) => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+        Some(v4) => v4.to_string(),
+        None => String::new(),
+    }
 }
 
 /// Request metadata recorded with audit events.
