@@ -162,6 +162,12 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::FAILURE);
     }
+    if let Ok(Some(lc)) = guard::non_english_messages(&state.door).await {
+        tracing::warn!(
+            lc_messages = %lc,
+            "server messages are not in English: deadlocks and statement timeouts will answer 500, not 503"
+        );
+    }
     app::serve(state).await?;
     Ok(ExitCode::SUCCESS)
 }
@@ -220,6 +226,14 @@ async fn doctor(config: Config) -> anyhow::Result<ExitCode> {
             c.detail
         );
         ok &= c.passed;
+    }
+    match guard::non_english_messages(&state.door).await {
+        Ok(None) => println!("[pass] server messages in English (transient errors answer 503)"),
+        Ok(Some(lc)) => println!(
+            "[warn] lc_messages is {lc}: deadlocks and statement timeouts are recognised by \
+             their English text and would answer 500, not 503; set lc_messages = 'C'"
+        ),
+        Err(e) => println!("[warn] lc_messages — {e:#}"),
     }
     Ok(if ok {
         ExitCode::SUCCESS

@@ -187,7 +187,11 @@ async fn doctor_prints_every_check_and_fails_for_a_bypassing_role() {
         "{stdout}{}",
         String::from_utf8_lossy(&ok.stderr)
     );
-    assert_eq!(stdout.matches("[pass]").count(), 8, "{stdout}");
+    assert_eq!(stdout.matches("[pass]").count(), 9, "{stdout}");
+    assert!(
+        stdout.contains("[pass] server messages in English"),
+        "{stdout}"
+    );
     let bypass = make_role(&app, "BYPASSRLS").await;
     let bad = tessera(
         &["doctor"],

@@ -147,3 +147,43 @@ pub async fn run(door: &Door) -> anyhow::Result<Vec<Check>> {
         },
     ])
 }
+
+/// The server's `lc_messages`, if its messages are not in English. Transient errors (deadlocks,
+/// statement and lock timeouts) are recognised by PostgreSQL's message text
+/// ([`crate::error::is_transient`]), so with translated messages they answer 500 instead of a
+/// retryable 503. Not a reason to refuse to start: `doctor` and `serve` say so.
+pub async fn non_english_messages(door: &Door) -> anyhow::Result<Option<String>> {
+    let setting: Row = door
+        .platform(true, |tx| {
+            async move {
+                Ok(
+                    diesel::sql_query("SELECT current_setting('lc_messages') AS item")
+                        .get_result(tx.conn())
+                        .await?,
+                )
+            }
+            .scope_boxed()
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("reading lc_messages: {e}"))?;
+    let lc = setting.item;
+    Ok((!is_english(&lc)).then_some(lc))
+}
+
+/// Whether PostgreSQL writes its messages in English under `lc_messages = lc`.
+fn is_english(lc: &str) -> bool {
+    lc.is_empty() || lc == "C" || lc == "POSIX" || lc.starts_with("C.") || lc.starts_with("en")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn english_locales() {
+        for lc in ["", "C", "POSIX", "C.UTF-8", "en_US.UTF-8", "en_GB"] {
+            assert!(super::is_english(lc), "{lc}");
+        }
+        for lc in ["de_DE.UTF-8", "fr_FR", "ja_JP.eucJP"] {
+            assert!(!super::is_english(lc), "{lc}");
+        }
+    }
+}
