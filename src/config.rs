@@ -123,7 +123,7 @@ pub struct DatabaseConfig {
     pub acquire_timeout_ms: u64,
     /// `Retry-After` on 503.
     pub retry_after_secs: u64,
-    /// `statement_timeout` set inside every transaction, so PostgreSQL itself cancels a
+    /// `statement_timeout` set on every pooled connection, so PostgreSQL itself cancels a
     /// statement that runs away.
     pub statement_timeout_ms: u64,
 }

@@ -149,7 +149,7 @@ async fn a_stalled_database_gives_503_with_retry_after_within_the_deadline() {
 }
 
 #[actix_web::test]
-async fn statement_timeout_is_set_inside_every_transaction_and_is_retryable() {
+async fn statement_timeout_binds_every_pooled_connection_and_is_retryable() {
     use diesel_async::RunQueryDsl;
     let app = TestApp::spawn_with(|c| c.database.statement_timeout_ms = 300).await;
     let t = app.signup().await;

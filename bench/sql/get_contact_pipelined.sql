@@ -14,7 +14,6 @@
 \set cid 100000000000 + :c
 \startpipeline
 BEGIN READ ONLY;
-SELECT set_config('statement_timeout', '5000', true);
 SELECT set_config('app.tenant_id', '00000000-0000-7000-8000-' || CAST(:tid AS text), true);
 SELECT tenant_id, id, first_name, last_name, email, phone, title, account_id, owner_id,
        lifecycle_stage, tags, custom, created_at, updated_at, deleted_at, version

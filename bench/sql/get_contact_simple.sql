@@ -1,6 +1,5 @@
 -- The server's GET /v1/contacts/{id} transaction, as pgbench runs it: `-M simple`.
---   round trip 1: BEGIN READ ONLY; SET LOCAL statement_timeout = 5000; SET LOCAL app.tenant_id =
---                 '<uuid>'  (one Query message: `\;`; the server sets the same statement timeout)
+--   round trip 1: BEGIN READ ONLY; SET LOCAL app.tenant_id = '<uuid>'  (one Query message: `\;`)
 --   round trip 2: the SELECT of every contact column by (tenant_id, id), live rows only
 --   round trip 3: COMMIT
 -- Run as the app role (tessera_app), so forced RLS filters exactly as it does for the server.
@@ -14,7 +13,7 @@
 \set tid 100000000000 + :t
 \set cpre 10000000 + :t
 \set cid 100000000000 + :c
-BEGIN READ ONLY \; SET LOCAL statement_timeout = 5000 \; SET LOCAL app.tenant_id = '00000000-0000-7000-8000-:tid';
+BEGIN READ ONLY \; SET LOCAL app.tenant_id = '00000000-0000-7000-8000-:tid';
 SELECT tenant_id, id, first_name, last_name, email, phone, title, account_id, owner_id,
        lifecycle_stage, tags, custom, created_at, updated_at, deleted_at, version
   FROM contacts

@@ -80,7 +80,8 @@ impl PlatformTx<'_> {
 /// How long the door lets database work run.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    /// `SET LOCAL statement_timeout` in every transaction: PostgreSQL cancels a runaway statement.
+    /// `statement_timeout` of every pooled connection (`db::pool::build`): PostgreSQL cancels a
+    /// runaway statement. Also the budget of cleanup that runs after a request's deadline.
     pub statement_timeout_ms: u64,
     /// Client-side bound on one transaction outside a request (CLI, background jobs). Inside a
     /// request the request's deadline ([`crate::deadline`]) bounds it instead. Either way a
@@ -157,16 +158,12 @@ impl Door {
         self.bounded(async {
             let mut obj = self.checkout().await?;
             let conn: &mut AsyncPgConnection = &mut obj;
-            let begin = format!(
-                "{}; SET LOCAL statement_timeout = {}",
-                if read_only {
-                    "BEGIN READ ONLY"
-                } else {
-                    "BEGIN"
-                },
-                self.limits.statement_timeout_ms
-            );
-            AnsiTransactionManager::begin_transaction_sql(conn, &begin)
+            let begin = if read_only {
+                "BEGIN READ ONLY"
+            } else {
+                "BEGIN"
+            };
+            AnsiTransactionManager::begin_transaction_sql(conn, begin)
                 .await
                 .map_err(|e| self.db_error(e))?;
             let mut tx = PlatformTx { conn };
@@ -196,7 +193,7 @@ impl Door {
             // the BEGIN batch by join!, which polls in argument order, so they are sent after it.
             let query = f(conn);
             let commit = Commit.execute(conn);
-            let begin_sql = begin_sql(scope, true, self.limits.statement_timeout_ms);
+            let begin_sql = begin_sql(scope, true);
             let (begun, result, committed) =
                 futures_util::join!(conn.batch_execute(&begin_sql), query, commit);
             if let Err(e) = begun {
@@ -220,7 +217,7 @@ impl Door {
         self.bounded(async {
             let mut obj = self.checkout().await?;
             let conn: &mut AsyncPgConnection = &mut obj;
-            let begin = begin_sql(scope, read_only, self.limits.statement_timeout_ms);
+            let begin = begin_sql(scope, read_only);
             AnsiTransactionManager::begin_transaction_sql(conn, &begin)
                 .await
                 .map_err(|e| self.db_error(e))?;
@@ -262,21 +259,18 @@ impl Door {
     }
 }
 
-/// `BEGIN [READ ONLY]; SET LOCAL statement_timeout = …; SET LOCAL app.tenant_id = '…'[; SET
-/// LOCAL app.user_id = '…']`: one simple-protocol message, one round trip, each setting its own
-/// statement (Citus propagates SET LOCAL only as a plain statement inside BEGIN). The values are
-/// formatted from parsed UUIDs and a number, never from request text: SET takes no bind
-/// parameters.
-fn begin_sql(scope: TxScope, read_only: bool, statement_timeout_ms: u64) -> String {
-    let mut sql = String::with_capacity(160);
+/// `BEGIN [READ ONLY]; SET LOCAL app.tenant_id = '…'[; SET LOCAL app.user_id = '…']`: one
+/// simple-protocol message, one round trip, each setting its own statement (Citus propagates SET
+/// LOCAL only as a plain statement inside BEGIN). The values are formatted from parsed UUIDs,
+/// never from request text: SET takes no bind parameters. (`statement_timeout` is already set on
+/// the connection: see `db::pool::build`.)
+fn begin_sql(scope: TxScope, read_only: bool) -> String {
+    let mut sql = String::with_capacity(128);
     sql.push_str(if read_only {
         "BEGIN READ ONLY; "
     } else {
         "BEGIN; "
     });
-    sql.push_str(&format!(
-        "SET LOCAL statement_timeout = {statement_timeout_ms}; "
-    ));
     sql.push_str(&format!(
         "SET LOCAL app.tenant_id = '{}'",
         scope.tenant.as_uuid()
