@@ -80,17 +80,19 @@ pub struct SignupRequest {
 mod api_schema {
     use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
 
-    use super::SIGNUP_PLANS;
+    use super::{MAX_NAME, SIGNUP_PLANS};
     use crate::auth::password::{MAX_LEN, MIN_LEN};
+    use crate::auth::refresh::TOKEN_PATTERN;
+    use crate::auth::users::MAX_EMAIL;
     use crate::http::openapi::rules;
-    use crate::tenancy::host::RESERVED;
+    use crate::tenancy::host::{RESERVED, SLUG_MAX, SLUG_MIN, SLUG_PATTERN};
 
     /// A tenant slug: its subdomain label.
     pub fn slug() -> ObjectBuilder {
         rules::string(false)
-            .pattern(Some(SLUG))
-            .min_length(Some(3))
-            .max_length(Some(32))
+            .pattern(Some(SLUG_PATTERN))
+            .min_length(Some(SLUG_MIN))
+            .max_length(Some(SLUG_MAX))
             .extensions(rules::not_one_of(RESERVED))
             .description(Some(
                 "The tenant's subdomain label: 3–32 lower-case letters and digits, single hyphens \
@@ -99,30 +101,27 @@ mod api_schema {
             ))
     }
 
-    /// What [`slug`] requires of a slug's characters.
-    pub const SLUG: &str = "^[a-z0-9]+(-[a-z0-9]+)*$";
-
     /// A display name (tenant or user).
     pub fn name() -> ObjectBuilder {
         rules::string(false)
             .pattern(Some(rules::non_blank()))
             .min_length(Some(1))
-            .max_length(Some(200))
-            .description(Some(
-                "1–200 characters, at least one of them not whitespace; stored trimmed.",
-            ))
+            .max_length(Some(MAX_NAME))
+            .description(Some(format!(
+                "1–{MAX_NAME} characters, at least one of them not whitespace; stored trimmed."
+            )))
     }
 
     /// An email address that can be a login.
     pub fn email() -> ObjectBuilder {
         rules::string(false)
             .pattern(Some(rules::email(false)))
-            .max_length(Some(254))
-            .description(Some(
+            .max_length(Some(MAX_EMAIL))
+            .description(Some(format!(
                 "Login email: one `@` with a non-empty part before it, a domain with a dot that \
-                 neither starts nor ends with one, no whitespace inside, at most 254 bytes; \
-                 stored trimmed and lower-cased.",
-            ))
+                 neither starts nor ends with one, no whitespace inside, at most {MAX_EMAIL} \
+                 characters; stored trimmed and lower-cased."
+            )))
     }
 
     /// A password being set.
@@ -143,7 +142,7 @@ mod api_schema {
     /// A refresh token as the server issues it: `trt_` and 64 base64url characters.
     pub fn refresh_token() -> ObjectBuilder {
         rules::string(false)
-            .pattern(Some("^trt_[A-Za-z0-9_-]{64}$"))
+            .pattern(Some(TOKEN_PATTERN))
             .examples([format!("trt_{}", "A".repeat(64))])
             .description(Some("The current refresh token (single use)."))
     }
@@ -185,10 +184,13 @@ fn carrying_credentials(status: StatusCode) -> HttpResponseBuilder {
 /// Plans a signup may pick until the plans catalogue arrives.
 const SIGNUP_PLANS: &[&str] = &["free"];
 
-/// A display name: 1–200 characters once trimmed. Characters, not bytes, so the OpenAPI
-/// `maxLength` (which counts characters) describes it exactly.
+/// Longest display name (tenant or user), in characters.
+const MAX_NAME: usize = 200;
+
+/// A display name: 1–[`MAX_NAME`] characters once trimmed. Characters, not bytes, so the
+/// OpenAPI `maxLength` (which counts characters) describes it exactly.
 fn display_name_ok(name: &str) -> bool {
-    (1..=200).contains(&name.trim().chars().count())
+    (1..=MAX_NAME).contains(&name.trim().chars().count())
 }
 
 fn validate_signup(req: &SignupRequest) -> Result<(), AppError> {
@@ -207,7 +209,7 @@ fn validate_signup(req: &SignupRequest) -> Result<(), AppError> {
         errors.push(FieldError::new(
             "tenant.name",
             "invalid_length",
-            "must be 1–200 characters",
+            format!("must be 1–{MAX_NAME} characters"),
         ));
     }
     if let Err(m) = users::validate_email(&req.user.email) {
@@ -220,7 +222,7 @@ fn validate_signup(req: &SignupRequest) -> Result<(), AppError> {
         errors.push(FieldError::new(
             "user.name",
             "invalid_length",
-            "must be 1–200 characters",
+            format!("must be 1–{MAX_NAME} characters"),
         ));
     }
     if let Some(plan) = &req.plan
@@ -646,7 +648,7 @@ pub async fn jwks(state: web::Data<AppState>) -> HttpResponse {
 mod tests {
     use serde_json::{Value, json};
 
-    use crate::tenancy::host::{RESERVED, valid_slug};
+    use crate::tenancy::host::{RESERVED, SLUG_PATTERN, valid_slug};
 
     fn signup_schema(part: &str) -> Value {
         let doc = serde_json::to_value(crate::app::openapi_document()).unwrap();
@@ -656,7 +658,7 @@ mod tests {
     #[test]
     fn slug_schema_is_the_pattern_and_refuses_every_reserved_name() {
         let slug = &signup_schema("SignupTenant")["properties"]["slug"];
-        assert_eq!(slug["pattern"], super::api_schema::SLUG, "{slug}");
+        assert_eq!(slug["pattern"], SLUG_PATTERN, "{slug}");
         assert_eq!(
             (&slug["minLength"], &slug["maxLength"]),
             (&json!(3), &json!(32))
@@ -669,7 +671,7 @@ mod tests {
     /// `--`), never looser.
     #[test]
     fn a_schema_valid_slug_is_a_valid_slug() {
-        let pattern = regex::Regex::new(super::api_schema::SLUG).unwrap();
+        let pattern = regex::Regex::new(SLUG_PATTERN).unwrap();
         let schema_ok = |s: &str| {
             pattern.is_match(s) && (3..=32).contains(&s.chars().count()) && !RESERVED.contains(&s)
         };

@@ -19,11 +19,16 @@ use crate::ids::{SessionId, TenantId, UserId};
 use crate::tenancy::TenantTx;
 
 const PREFIX: &str = "trt_";
+/// Bytes behind the prefix: the tenant id (16) and 32 random bytes.
+const RAW_LEN: usize = 48;
+/// What a refresh token looks like (`trt_` + base64url of [`RAW_LEN`] bytes), for the API
+/// description.
+pub const TOKEN_PATTERN: &str = "^trt_[A-Za-z0-9_-]{64}$";
 
 /// The tenant a refresh token claims to belong to, if it is well-formed.
 pub fn tenant_of(token: &str) -> Option<TenantId> {
     let raw = URL_SAFE_NO_PAD.decode(token.strip_prefix(PREFIX)?).ok()?;
-    if raw.len() != 48 {
+    if raw.len() != RAW_LEN {
         return None;
     }
     Uuid::from_slice(&raw[..16]).ok().map(TenantId)
@@ -41,7 +46,7 @@ pub async fn issue(
     ttl_secs: u64,
 ) -> AppResult<String> {
     let tenant = tx.tenant_id();
-    let mut raw = [0u8; 48];
+    let mut raw = [0u8; RAW_LEN];
     raw[..16].copy_from_slice(tenant.as_uuid().as_bytes());
     rand::rngs::OsRng.fill_bytes(&mut raw[16..]);
     let token = format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(raw));
@@ -146,10 +151,13 @@ mod tests {
     #[test]
     fn tenant_is_recoverable_and_garbage_is_not() {
         let t = super::TenantId::new();
-        let mut raw = [7u8; 48];
+        let mut raw = [7u8; super::RAW_LEN];
         raw[..16].copy_from_slice(t.as_uuid().as_bytes());
         let token = format!("trt_{}", super::URL_SAFE_NO_PAD.encode(raw));
         assert_eq!(super::tenant_of(&token), Some(t));
+        // The pattern the API description states is the shape tokens really have.
+        let shape = regex::Regex::new(super::TOKEN_PATTERN).unwrap();
+        assert!(shape.is_match(&token), "{token}");
         assert_eq!(super::tenant_of("trt_abc"), None);
         assert_eq!(super::tenant_of("nope"), None);
     }

@@ -58,11 +58,14 @@ pub fn normalize_email(email: &str) -> String {
     email.trim().to_lowercase()
 }
 
+/// Longest email, in characters (RFC 5321's 254, counted as the OpenAPI `maxLength` that
+/// describes it counts).
+pub const MAX_EMAIL: usize = 254;
+
 /// A deliberately simple shape check: one `@`, something on both sides, a dot in the domain.
 pub fn validate_email(email: &str) -> Result<(), String> {
     let e = email.trim();
-    // Characters, like the OpenAPI `maxLength` that describes this rule.
-    let valid = e.chars().count() <= 254
+    let valid = e.chars().count() <= MAX_EMAIL
         && !e.contains(char::is_whitespace)
         && e.split_once('@').is_some_and(|(local, domain)| {
             !local.is_empty()

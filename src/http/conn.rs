@@ -88,12 +88,6 @@ impl Counter {
             _slot: slot,
         });
     }
-
-    /// Connections currently open from `ip` (for tests and diagnostics).
-    pub fn open(&self, ip: IpAddr) -> u32 {
-        let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        open.get(&ip).copied().unwrap_or(0)
-    }
 }
 
 /// One connection's place in its address's count, given back when the connection closes (actix

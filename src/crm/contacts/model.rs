@@ -239,6 +239,7 @@ mod api_schema {
     use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, SchemaType, Type};
 
     use super::{CUSTOM_KEY, MAX_CUSTOM_KEYS, MAX_CUSTOM_STRING, MAX_TAG, MAX_TAGS, MAX_TEXT};
+    use crate::auth::users::MAX_EMAIL;
     use crate::http::openapi::rules;
 
     /// A free-text field.
@@ -253,12 +254,13 @@ mod api_schema {
     pub fn email() -> ObjectBuilder {
         rules::string(true)
             .pattern(Some(rules::email(true)))
-            .max_length(Some(254))
-            .description(Some(
+            .max_length(Some(MAX_EMAIL))
+            .description(Some(format!(
                 "An email address (one `@`, a dot in the domain, no whitespace inside; at most \
-                 254 bytes), stored trimmed and lower-cased. A value that trims to nothing (or \
-                 `null`) leaves the field empty. Unique among the tenant's live contacts (409).",
-            ))
+                 {MAX_EMAIL} characters), stored trimmed and lower-cased. A value that trims to \
+                 nothing (or `null`) leaves the field empty. Unique among the tenant's live \
+                 contacts (409)."
+            )))
     }
 
     /// The account the contact belongs to.
