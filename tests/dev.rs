@@ -238,15 +238,7 @@ async fn dev_uses_a_configured_database_and_key_and_starts_no_postgres_of_its_ow
     assert_eq!(jwks["keys"][0]["kid"], keys.kid(), "{jwks}");
     assert!(!dir.join("dev/signing-key.pem").exists());
     // The demo tenants are in the configured database.
-    let admin = db.admin().await;
-    let slugs: Vec<String> = admin
-        .query("SELECT slug FROM tenants ORDER BY slug", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    assert_eq!(slugs, ["acme", "globex"]);
+    assert_eq!(db.tenant_slugs().await, ["acme", "globex"]);
     assert!(!dir.join("pg").exists(), "a private cluster was created");
     let (status, stderr) = dev.terminate();
     assert!(status.success(), "{status}: {}", stderr.join("\n"));

@@ -113,8 +113,7 @@ async fn health_endpoints_answer() {
 #[actix_web::test]
 async fn openapi_is_3_1_and_lists_exactly_the_mounted_routes() {
     let app = TestApp::spawn().await;
-    let res = app.root(Method::GET, "/openapi.json").send().await.unwrap();
-    let doc: Value = expect(res, StatusCode::OK).await;
+    let doc = app.openapi().await;
     assert!(
         doc["openapi"].as_str().unwrap().starts_with("3.1"),
         "{}",
@@ -371,15 +370,7 @@ async fn every_answer_the_router_gives_is_documented() {
         c.http.body_limit = 4096;
     })
     .await;
-    let doc: Value = app
-        .root(Method::GET, "/openapi.json")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let ops = operations(&doc);
+    let ops = operations(&app.openapi().await);
     assert!(ops.len() >= 14, "{}", ops.len());
     let owner = app.signup().await;
     let viewer = app.add_user(&owner, "viewer").await;
@@ -399,85 +390,49 @@ async fn every_answer_the_router_gives_is_documented() {
     })
     .await;
 
+    // Who calls, on which app and host: (case, app, host slug or root, token).
+    let callers: [(&str, &TestApp, Option<&str>, Option<&str>); 8] = [
+        ("owner", &app, Some(&owner.slug), Some(&owner.access)),
+        ("root host", &app, None, Some(&owner.access)),
+        ("no credential", &app, Some(&owner.slug), None),
+        (
+            "bad credential",
+            &app,
+            Some(&owner.slug),
+            Some("not-a-token"),
+        ),
+        (
+            "unknown tenant",
+            &app,
+            Some("nosuchtenant"),
+            Some(&owner.access),
+        ),
+        (
+            "suspended tenant",
+            &app,
+            Some(&suspended.slug),
+            Some(&suspended.access),
+        ),
+        ("viewer", &app, Some(&viewer.slug), Some(&viewer.access)),
+        ("dead database", &dead, Some("acme"), Some(&owner.access)),
+    ];
     for op in &ops {
-        let json_body = |req: reqwest::RequestBuilder, body: &str| {
-            req.header("content-type", "application/json")
-                .body(body.to_string())
-        };
-        let call = |app: &TestApp, slug: Option<&str>, token: Option<&str>| {
+        for (case, on, slug, token) in callers {
             let req = match slug {
-                Some(slug) => app.on(slug, op.method.clone(), &op.path()),
-                None => app.root(op.method.clone(), &op.path()),
+                Some(slug) => on.on(slug, op.method.clone(), &op.path()),
+                None => on.root(op.method.clone(), &op.path()),
             };
             let req = match token {
                 Some(t) => req.bearer_auth(t),
                 None => req,
             };
-            if op.has_body {
-                json_body(req, "{}")
+            let req = if op.has_body {
+                req.header("content-type", "application/json").body("{}")
             } else {
                 req
-            }
-        };
-        // An ordinary call as the owner, on the tenant's host and on the root host.
-        op.assert_documents(
-            call(&app, Some(&owner.slug), Some(&owner.access))
-                .send()
-                .await
-                .unwrap(),
-            "owner",
-        )
-        .await;
-        op.assert_documents(
-            call(&app, None, Some(&owner.access)).send().await.unwrap(),
-            "root host",
-        )
-        .await;
-        op.assert_documents(
-            call(&app, Some(&owner.slug), None).send().await.unwrap(),
-            "no credential",
-        )
-        .await;
-        op.assert_documents(
-            call(&app, Some(&owner.slug), Some("not-a-token"))
-                .send()
-                .await
-                .unwrap(),
-            "bad credential",
-        )
-        .await;
-        op.assert_documents(
-            call(&app, Some("nosuchtenant"), Some(&owner.access))
-                .send()
-                .await
-                .unwrap(),
-            "unknown tenant",
-        )
-        .await;
-        op.assert_documents(
-            call(&app, Some(&suspended.slug), Some(&suspended.access))
-                .send()
-                .await
-                .unwrap(),
-            "suspended tenant",
-        )
-        .await;
-        op.assert_documents(
-            call(&app, Some(&viewer.slug), Some(&viewer.access))
-                .send()
-                .await
-                .unwrap(),
-            "viewer",
-        )
-        .await;
-        op.assert_documents(
-            call(&dead, Some("acme"), Some(&owner.access))
-                .send()
-                .await
-                .unwrap(),
-            "dead database",
-        )
-        .await;
+            };
+            op.assert_documents(req.send().await.unwrap(), case).await;
+        }
         if op.has_body {
             let on_host = || {
                 let req = if op.template == "/v1/signup" {

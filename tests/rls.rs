@@ -555,14 +555,5 @@ async fn tenants_apply_runs_as_the_owner_role_not_the_servers() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("tenant acme"), "{stdout}");
-    let slugs: Vec<String> = db
-        .admin()
-        .await
-        .query("SELECT slug FROM tenants ORDER BY slug", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    assert_eq!(slugs, ["acme", "globex"]);
+    assert_eq!(db.tenant_slugs().await, ["acme", "globex"]);
 }

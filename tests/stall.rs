@@ -148,9 +148,19 @@ async fn a_stalled_database_gives_503_with_retry_after_within_the_deadline() {
     assert_eq!(page["data"].as_array().unwrap().len(), 1);
 }
 
+/// A statement far longer than the tests' statement timeout.
+async fn sleep_past_the_timeout(
+    conn: &mut diesel_async::AsyncPgConnection,
+) -> Result<(), AppError> {
+    use diesel_async::RunQueryDsl;
+    diesel::sql_query("SELECT pg_sleep(3)")
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 #[actix_web::test]
 async fn statement_timeout_binds_every_pooled_connection_and_is_retryable() {
-    use diesel_async::RunQueryDsl;
     let app = TestApp::spawn_with(|c| c.database.statement_timeout_ms = 300).await;
     let t = app.signup().await;
     let scope = TxScope::tenant(TenantId(t.id.parse().unwrap()));
@@ -159,13 +169,7 @@ async fn statement_timeout_binds_every_pooled_connection_and_is_retryable() {
         .state
         .door
         .read(scope, |tx| {
-            async move {
-                diesel::sql_query("SELECT pg_sleep(3)")
-                    .execute(tx.conn())
-                    .await?;
-                Ok(())
-            }
-            .scope_boxed()
+            async move { sleep_past_the_timeout(tx.conn()).await }.scope_boxed()
         })
         .await;
     assert!(
@@ -182,13 +186,7 @@ async fn statement_timeout_binds_every_pooled_connection_and_is_retryable() {
         .state
         .door
         .platform(true, |tx| {
-            async move {
-                diesel::sql_query("SELECT pg_sleep(3)")
-                    .execute(tx.conn())
-                    .await?;
-                Ok(())
-            }
-            .scope_boxed()
+            async move { sleep_past_the_timeout(tx.conn()).await }.scope_boxed()
         })
         .await;
     assert!(matches!(slow, Err(AppError::Unavailable(_))), "{slow:?}");

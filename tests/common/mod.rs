@@ -162,6 +162,18 @@ impl TestDb {
         connect(&self.admin_url()).await
     }
 
+    /// Every tenant's slug, in order (read as the superuser).
+    pub async fn tenant_slugs(&self) -> Vec<String> {
+        self.admin()
+            .await
+            .query("SELECT slug FROM tenants ORDER BY slug", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    }
+
     /// A connection as the app role (RLS applies).
     pub async fn as_app(&self) -> tokio_postgres::Client {
         connect(&self.app_url()).await
@@ -399,6 +411,16 @@ impl TestApp {
             body["access_token"].as_str().unwrap().into(),
             body["refresh_token"].as_str().unwrap().into(),
         )
+    }
+
+    /// The OpenAPI document the server serves (asserted 200).
+    pub async fn openapi(&self) -> Value {
+        let res = self
+            .root(Method::GET, "/openapi.json")
+            .send()
+            .await
+            .unwrap();
+        expect(res, StatusCode::OK).await
     }
 
     /// Creates a contact as `t`; returns its JSON.
