@@ -302,6 +302,27 @@ async fn a_trickled_body_gets_408_and_its_connection_closed() {
 }
 
 #[actix_web::test]
+async fn headers_that_do_not_arrive_in_time_get_408_and_a_closed_connection() {
+    let app = TestApp::spawn_with(|c| c.http.header_timeout_ms = 500).await;
+    let started = Instant::now();
+    // The head never ends: no blank line after the last header.
+    let (out, closed) = raw(
+        app.port,
+        b"GET /livez HTTP/1.1\r\nHost: localhost\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(statuses(&out), vec![408], "{out}");
+    assert!(closed, "{out}");
+    // The configured time, not actix's default of 5 s.
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[actix_web::test]
 async fn connections_per_address_are_capped_when_configured() {
     let app = TestApp::spawn_with(|c| c.http.max_connections_per_ip = 3).await;
     let idle = {

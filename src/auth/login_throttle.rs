@@ -211,6 +211,18 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn one_email_in_two_tenants_is_two_accounts() {
+        let t = throttle(2, 2);
+        let (a, b) = (TenantId::new(), TenantId::new());
+        fail(&t, a, "same@x.test", "1.1.1.1").await;
+        fail(&t, a, "same@x.test", "1.1.1.1").await;
+        assert!(t.begin(a, "same@x.test", "1.1.1.1").await.is_err());
+        assert!(t.begin(a, "same@x.test", "2.2.2.2").await.is_err());
+        // Tenant A's failures never throttle tenant B's account of the same address.
+        assert!(t.begin(b, "same@x.test", "1.1.1.1").await.is_ok());
+    }
+
+    #[tokio::test]
     async fn account_cap_spares_known_ips() {
         let t = throttle(100, 3);
         let tenant = TenantId::new();
