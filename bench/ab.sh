@@ -12,8 +12,10 @@
 #   PG_PORT/PG_DIR (as run.sh), PORT_A/PORT_B (58081/58082), LABEL (a line for the report).
 set -euo pipefail
 
+SCRIPT=ab.sh
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-ROOT=$(dirname "$BENCH_DIR")
+# shellcheck source=bench/lib/seeded.sh
+source "$BENCH_DIR/lib/seeded.sh"
 cd "$ROOT"
 
 A=${1:?usage: bench/ab.sh A_BINARY B_BINARY}
@@ -22,23 +24,10 @@ ROUNDS=${ROUNDS:-5}
 DURATION=${DURATION:-10}
 CONCURRENCY=${CONCURRENCY:-32}
 THREADS=${THREADS:-2}
-TENANTS=${TENANTS:-100}
-CONTACTS=${CONTACTS:-10000}
-PG_PORT=${PG_PORT:-55434}
-PG_DIR=${PG_DIR:-$ROOT/target/bench-pg}
 PORT_A=${PORT_A:-58081}
 PORT_B=${PORT_B:-58082}
-PIN=${PIN:-1}
-SUT_CPUS=${SUT_CPUS:-0}
-LOADGEN_CPUS=${LOADGEN_CPUS:-1}
-BENCH_PASSWORD=${BENCH_PASSWORD:-tessera-bench-password-1}
-LABEL=${LABEL:-}
 WORK=$ROOT/target/bench-ab/$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p "$WORK"
-
-log() { printf '\n== %s\n' "$*" >&2; }
-die() { echo "ab.sh: $*" >&2; exit 2; }
-pin() { local cpus=$1; shift; if [[ $PIN == 1 ]]; then taskset -c "$cpus" "$@"; else "$@"; fi; }
 for bin in "$A" "$B"; do [[ -x $bin ]] || die "no binary at $bin"; done
 command -v wrk >/dev/null 2>&1 || die "wrk missing: run bench/run.sh once first"
 
@@ -50,26 +39,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-SUPER_URL=$(pin "$SUT_CPUS" "$A" devdb start --dir "$PG_DIR" --port "$PG_PORT" | tail -n 1)
-DB_URL=${SUPER_URL%/*}/tessera_bench
-[[ $(psql "$DB_URL" -X -tAc "SELECT count(*) FROM tenants WHERE slug LIKE 'bench-%'") == "$TENANTS" ]] \
-    || die "the bench database is not seeded with $TENANTS tenants: run bench/run.sh first"
-
-# One signing key for both, so a token is good on either server.
-KEY=$WORK/signing-key.pem
-python3 - "$KEY" <<'PY'
-import base64, os, sys
-seed = os.urandom(32)
-der = bytes.fromhex("302e020100300506032b657004220420") + seed
-pem = "-----BEGIN PRIVATE KEY-----\n" + base64.b64encode(der).decode() + "\n-----END PRIVATE KEY-----\n"
-open(sys.argv[1], "w").write(pem)
-PY
-export TESSERA_ENV=development TESSERA_LOG__LEVEL=warn
-export TESSERA_AUTH__SIGNING_KEY_FILE=$KEY
-TESSERA_DATABASE__URL=$(sed -E 's#^(postgres(ql)?://)[^@/]*@#\1tessera_app@#' <<<"$DB_URL")
-export TESSERA_DATABASE__URL
+seeded_db "$A"
+server_env "$WORK/signing-key.pem"
 export TESSERA_DATABASE__POOL_SIZE=$CONCURRENCY
-export TESSERA_AUTH__LOGIN_IP_PER_MINUTE=100000
 for side in A B; do
     bin=${!side} port_var=PORT_$side
     # Not through pin(): a function run with & is a subshell, and $! must be the server itself.
@@ -112,25 +84,9 @@ for ((r = 1; r <= ROUNDS; r++)); do
     ROWS+=("$r ${rate[A]} ${rate[B]}")
 done
 
-report=$(printf '%s\n' "${ROWS[@]}" | python3 -c '
-import statistics, sys
-rows = [l.split() for l in sys.stdin if l.strip()]
-ratios = []
-print("| round | A req/s | B req/s | B / A |")
-print("|---|---|---|---|")
-for r, a, b in rows:
-    a, b = float(a), float(b)
-    ratio = b / a if a > 0 and b > 0 else float("nan")
-    if ratio == ratio: ratios.append(ratio)
-    print(f"| {r} | {a:,.0f} | {b:,.0f} | {ratio:.3f} |")
-print()
-print(f"median B / A: **{statistics.median(ratios):.3f}** over {len(ratios)} valid rounds" if ratios else "no valid round")
-')
-{
-    printf '\n## A/B %s UTC\n' "$(date -u '+%F %T')"
-    [[ -n $LABEL ]] && printf -- '- %s\n' "$LABEL"
+report_block "A/B" "$(
     # shellcheck disable=SC2016  # the backticks are Markdown, not a command
     printf -- '- A: `%s`, B: `%s`; %s rounds of %s s each side, alternating order; wrk -t%s -c%s, GET /v1/contacts/{id}, %s x %s\n\n' \
         "${A#"$ROOT"/}" "${B#"$ROOT"/}" "$ROUNDS" "$DURATION" "$THREADS" "$CONCURRENCY" "$TENANTS" "$CONTACTS"
-    printf '%s\n' "$report"
-} | tee -a "$BENCH_DIR/results/$(date -u +%F).md"
+    printf '%s\n' "${ROWS[@]}" | ratio_table req/s
+)"

@@ -13,25 +13,19 @@
 #   N2 (1300), PG_PORT/PG_DIR (as run.sh), PORT (58090), TENANTS (100), CONTACTS (10000), LABEL.
 set -euo pipefail
 
+SCRIPT=instructions.sh
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-ROOT=$(dirname "$BENCH_DIR")
+# shellcheck source=bench/lib/seeded.sh
+source "$BENCH_DIR/lib/seeded.sh"
 cd "$ROOT"
 
 A=${1:?usage: bench/instructions.sh A_BINARY B_BINARY}
 B=${2:?usage: bench/instructions.sh A_BINARY B_BINARY}
 N1=${N1:-300}
 N2=${N2:-1300}
-TENANTS=${TENANTS:-100}
-CONTACTS=${CONTACTS:-10000}
-PG_PORT=${PG_PORT:-55434}
-PG_DIR=${PG_DIR:-$ROOT/target/bench-pg}
 PORT=${PORT:-58090}
-BENCH_PASSWORD=${BENCH_PASSWORD:-tessera-bench-password-1}
-LABEL=${LABEL:-}
 WORK=$ROOT/target/bench-instructions/$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p "$WORK"
-
-die() { echo "instructions.sh: $*" >&2; exit 2; }
 for bin in "$A" "$B"; do [[ -x $bin ]] || die "no binary at $bin"; done
 command -v valgrind >/dev/null 2>&1 || die "valgrind missing (apt-get install valgrind)"
 
@@ -43,24 +37,13 @@ cleanup() {
 }
 trap cleanup EXIT
 
-SUPER_URL=$("$A" devdb start --dir "$PG_DIR" --port "$PG_PORT" | tail -n 1)
-DB_URL=${SUPER_URL%/*}/tessera_bench
-[[ $(psql "$DB_URL" -X -tAc "SELECT count(*) FROM tenants WHERE slug LIKE 'bench-%'") == "$TENANTS" ]] \
-    || die "the bench database is not seeded with $TENANTS tenants: run bench/run.sh first"
-
+# Unpinned: callgrind counts instructions, which CPU placement does not change.
+PIN=0
+seeded_db "$A"
 # One signing key for every server, so tokens minted once (logins are argon2: slow under
 # valgrind) are good on all of them.
-KEY=$WORK/signing-key.pem
-python3 - "$KEY" <<'PY'
-import base64, os, sys
-der = bytes.fromhex("302e020100300506032b657004220420") + os.urandom(32)
-open(sys.argv[1], "w").write(
-    "-----BEGIN PRIVATE KEY-----\n" + base64.b64encode(der).decode() + "\n-----END PRIVATE KEY-----\n")
-PY
-export TESSERA_ENV=development TESSERA_LOG__LEVEL=warn TESSERA_AUTH__SIGNING_KEY_FILE=$KEY
-TESSERA_DATABASE__URL=$(sed -E 's#^(postgres(ql)?://)[^@/]*@#\1tessera_app@#' <<<"$DB_URL")
-export TESSERA_DATABASE__URL TESSERA_HTTP__BIND=127.0.0.1:$PORT TESSERA_HTTP__WORKERS=1
-export TESSERA_AUTH__LOGIN_IP_PER_MINUTE=100000
+server_env "$WORK/signing-key.pem"
+export TESSERA_HTTP__BIND=127.0.0.1:$PORT TESSERA_HTTP__WORKERS=1
 # Work that follows the clock rather than the requests would not cancel out between the two runs
 # (valgrind slows the server down, so a run lasts minutes): caches that expire and reload, the
 # purge timer. Long TTLs and no purge keep the count about requests.
@@ -110,9 +93,7 @@ for side in A B; do
     per_request[$side]=$(((i2 - i1) / (N2 - N1)))
     echo "$side: $i1 instructions for $N1 requests, $i2 for $N2: ${per_request[$side]} per request" >&2
 done
-{
-    printf '\n## Instructions per request %s UTC\n' "$(date -u '+%F %T')"
-    [[ -n $LABEL ]] && printf -- '- %s\n' "$LABEL"
+report_block "Instructions per request" "$(
     # shellcheck disable=SC2016  # the backticks are Markdown
     printf -- '- callgrind, server process only, one worker, sequential GET /v1/contacts/{id}; (I(%s) - I(%s)) / %s\n\n' \
         "$N2" "$N1" "$((N2 - N1))"
@@ -121,4 +102,4 @@ done
     printf '| A `%s` | %s |\n| B `%s` | %s |\n' "${A#"$ROOT"/}" "${per_request[A]}" "${B#"$ROOT"/}" "${per_request[B]}"
     python3 -c "import sys; a, b = map(int, sys.argv[1:]); print(f'\nB / A: **{b / a:.3f}** ({b - a:+,} instructions per request)')" \
         "${per_request[A]}" "${per_request[B]}"
-} | tee -a "$BENCH_DIR/results/$(date -u +%F).md"
+)"

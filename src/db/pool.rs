@@ -19,9 +19,9 @@ pub type PgPool = Pool<AsyncPgConnection>;
 /// `acquire_timeout_ms` (then the caller answers 503 instead of hanging), and every connection
 /// starts with `statement_timeout` set to `statement_timeout_ms`.
 ///
-/// Why per connection and not `SET LOCAL` in every transaction: measured on the bench
-/// (bench/README.md), the extra `SET` in each transaction's first round trip cost about a tenth
-/// of the by-id read throughput, the database's own work included. The value is the same for
+/// Why per connection and not `SET LOCAL` in every transaction: the extra `SET` in each
+/// transaction's first round trip measured 3–13% of PostgreSQL's by-id throughput
+/// (`bench/pgbench-extra.sh`, bench/README.md). The value is the same for
 /// every tenant and every transaction, so it is set once, when the connection is made; a
 /// transaction that needs another value (per plan, later) sets it with `SET LOCAL`, which ends
 /// with the transaction. A connection never outlives the pool that set it up.

@@ -1,0 +1,75 @@
+# Sourced by the bench's comparison scripts (ab.sh, instructions.sh, pgbench-extra.sh): they all
+# run against the database bench/run.sh seeded, with the same knobs and the same server setup.
+# The including script sets SCRIPT (its name, for messages) and calls `seeded_db BIN` first.
+# shellcheck shell=bash
+
+BENCH_DIR=${BENCH_DIR:?set BENCH_DIR before sourcing}
+ROOT=$(dirname "$BENCH_DIR")
+TENANTS=${TENANTS:-100}
+CONTACTS=${CONTACTS:-10000}
+PG_PORT=${PG_PORT:-55434}
+PG_DIR=${PG_DIR:-$ROOT/target/bench-pg}
+PIN=${PIN:-1}
+SUT_CPUS=${SUT_CPUS:-0}
+LOADGEN_CPUS=${LOADGEN_CPUS:-1}
+BENCH_PASSWORD=${BENCH_PASSWORD:-tessera-bench-password-1}
+LABEL=${LABEL:-}
+
+log() { printf '\n== %s\n' "$*" >&2; }
+die() { echo "$SCRIPT: $*" >&2; exit 2; }
+pin() { local cpus=$1; shift; if [[ $PIN == 1 ]]; then taskset -c "$cpus" "$@"; else "$@"; fi; }
+
+# seeded_db BIN: starts the bench cluster (pinned to the system-under-test CPUs) with BIN's devdb,
+# checks run.sh seeded it, and sets DB_URL (superuser) and APP_URL (tessera_app).
+seeded_db() {
+    local super
+    super=$(pin "$SUT_CPUS" "$1" devdb start --dir "$PG_DIR" --port "$PG_PORT" | tail -n 1)
+    DB_URL=${super%/*}/tessera_bench
+    APP_URL=$(sed -E 's#^(postgres(ql)?://)[^@/]*@#\1tessera_app@#' <<<"$DB_URL")
+    [[ $(psql "$DB_URL" -X -tAc "SELECT count(*) FROM tenants WHERE slug LIKE 'bench-%'") == "$TENANTS" ]] \
+        || die "the bench database is not seeded with $TENANTS tenants: run bench/run.sh first"
+}
+
+# server_env KEY_FILE: the environment every compared server runs with: one signing key written
+# to KEY_FILE (so a token minted once is good on every server), the bench database, no throttling
+# of the bench's own logins.
+server_env() {
+    python3 - "$1" <<'PY'
+import base64, os, sys
+der = bytes.fromhex("302e020100300506032b657004220420") + os.urandom(32)  # PKCS#8 Ed25519
+open(sys.argv[1], "w").write(
+    "-----BEGIN PRIVATE KEY-----\n" + base64.b64encode(der).decode() + "\n-----END PRIVATE KEY-----\n")
+PY
+    export TESSERA_ENV=development TESSERA_LOG__LEVEL=warn TESSERA_AUTH__SIGNING_KEY_FILE=$1
+    export TESSERA_DATABASE__URL=$APP_URL TESSERA_AUTH__LOGIN_IP_PER_MINUTE=100000
+}
+
+# report_block TITLE TEXT: appends a block to today's results file and prints it.
+report_block() {
+    {
+        printf '\n## %s %s UTC\n' "$1" "$(date -u '+%F %T')"
+        [[ -n $LABEL ]] && printf -- '- %s\n' "$LABEL"
+        printf '%s\n' "$2"
+    } | tee -a "$BENCH_DIR/results/$(date -u +%F).md"
+}
+
+# ratio_table UNIT: reads lines "round A B" (A, B: rates; 0 marks an invalid run) and prints a
+# Markdown table of the rounds and the median of the per-round ratios B / A.
+ratio_table() {
+    python3 -c '
+import statistics, sys
+unit = sys.argv[1]
+rows = [l.split() for l in sys.stdin if l.strip()]
+ratios = []
+print(f"| round | A {unit} | B {unit} | B / A |")
+print("|---|---|---|---|")
+for r, a, b in rows:
+    a, b = float(a), float(b)
+    ratio = b / a if a > 0 and b > 0 else None
+    if ratio is not None:
+        ratios.append(ratio)
+    print(f"| {r} | {a:,.0f} | {b:,.0f} | {ratio:.3f} |" if ratio else f"| {r} | {a:,.0f} | {b:,.0f} | invalid |")
+print()
+print(f"median B / A: **{statistics.median(ratios):.3f}** over {len(ratios)} valid rounds" if ratios else "no valid round")
+' "$1"
+}
