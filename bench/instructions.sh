@@ -64,16 +64,18 @@ count() {
     valgrind --tool=callgrind --callgrind-out-file="$out" "$bin" serve >"$out.log" 2>&1 &
     SERVER_PID=$!
     python3 "$BENCH_DIR/lib/client.py" ready --port "$PORT" --pid "$SERVER_PID" --timeout 300 >&2
-    python3 - "$PORT" "$WORK/tokens.tsv" "$CONTACTS" "$n" <<'PY' >&2
+    python3 - "$PORT" "$WORK/tokens.tsv" "$CONTACTS" "$n" "$BENCH_DIR/lib" <<'PY' >&2
 import http.client, random, sys
 port, tokens_path, ncontacts, n = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+sys.path.insert(0, sys.argv[5])
+from client import contact_id  # the seed's id scheme, written once
 tenants = [l.rstrip("\n").split("\t") for l in open(tokens_path) if l.strip()]
 rng = random.Random(20261202)
 conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
 for _ in range(n):
     i, slug, token = rng.choice(tenants)
     c = rng.randint(1, ncontacts)
-    cid = f"{10000000 + int(i)}-0000-7000-8000-{100000000000 + c}"
+    cid = contact_id(int(i), c)
     conn.request("GET", f"/v1/contacts/{cid}", headers={
         "Host": f"{slug}.localhost:{port}", "Authorization": f"Bearer {token}"})
     res = conn.getresponse()
