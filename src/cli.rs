@@ -244,8 +244,8 @@ async fn doctor(config: Config) -> anyhow::Result<ExitCode> {
 
 /// The owner's door (`database.migration_url`): creating and changing tenants is administration,
 /// not the server's business — a later issue takes `tenants` writes away from the server's role.
-/// The owner is subject to the forced RLS policies like everyone, so the door's tenant context
-/// still scopes every statement.
+/// Forced RLS binds an owner that is only the tables' owner; a superuser owner (as in `dev`)
+/// bypasses it, which is why every tenant-table statement names its `tenant_id` itself.
 fn owner_door(config: &Config) -> anyhow::Result<Door> {
     Door::connect(config.migration_database_url()?, config)
 }
