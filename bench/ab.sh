@@ -71,22 +71,16 @@ for port in "$PORT_A" "$PORT_B"; do  # warm both (caches, prepared statements, p
         -s "$BENCH_DIR/wrk/get_contact.lua" "http://127.0.0.1:$port" >/dev/null 2>&1
 done
 
-ROWS=()
-for ((r = 1; r <= ROUNDS; r++)); do
-    # Alternate which side goes first, so neither always gets the fresher machine.
-    if ((r % 2)); then order=(A B); else order=(B A); fi
-    declare -A rate=()
-    for side in "${order[@]}"; do
-        port_var=PORT_$side
-        rate[$side]=$(measure "${!port_var}" "$WORK/wrk-$side-$r.txt")
-        log "round $r: $side ${rate[$side]} req/s"
-    done
-    ROWS+=("$r ${rate[A]} ${rate[B]}")
-done
+# measure_side SIDE ROUND: req/s of SIDE's server in ROUND.
+measure_side() {
+    local port_var=PORT_$1
+    measure "${!port_var}" "$WORK/wrk-$1-$2.txt"
+}
+ROWS=$(interleaved measure_side)
 
 report_block "A/B" "$(
     # shellcheck disable=SC2016  # the backticks are Markdown, not a command
     printf -- '- A: `%s`, B: `%s`; %s rounds of %s s each side, alternating order; wrk -t%s -c%s, GET /v1/contacts/{id}, %s x %s\n\n' \
         "${A#"$ROOT"/}" "${B#"$ROOT"/}" "$ROUNDS" "$DURATION" "$THREADS" "$CONCURRENCY" "$TENANTS" "$CONTACTS"
-    printf '%s\n' "${ROWS[@]}" | ratio_table req/s
+    ratio_table req/s <<<"$ROWS"
 )"

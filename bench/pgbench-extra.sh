@@ -46,21 +46,16 @@ tps() {
         -c "$CONCURRENCY" -j "$THREADS" -T "$DURATION" "$APP_URL" >"$2" 2>&1 || { echo 0; return; }
     awk '/^tps = / {print $3}' "$2"
 }
-ROWS=()
-for ((r = 1; r <= ROUNDS; r++)); do
-    if ((r % 2)); then order=(A B); else order=(B A); fi
-    declare -A rate=()
-    for side in "${order[@]}"; do
-        sql=${side}_SQL
-        rate[$side]=$(tps "${!sql}" "$WORK/pgbench-$side-$r.txt")
-        log "round $r: $side ${rate[$side]} TPS"
-    done
-    ROWS+=("$r ${rate[A]} ${rate[B]}")
-done
+# tps_side SIDE ROUND: TPS of SIDE's script in ROUND.
+tps_side() {
+    local sql=${1}_SQL
+    tps "${!sql}" "$WORK/pgbench-$1-$2.txt"
+}
+ROWS=$(interleaved tps_side)
 
 report_block "pgbench, one more statement" "$(
     # shellcheck disable=SC2016  # the backticks are Markdown
     printf -- '- A: `sql/get_contact_pipelined.sql`; B: the same with `%s` after BEGIN; pgbench -M prepared -c%s -j%s, %s rounds of %s s each side, alternating order, %s x %s\n\n' \
         "$EXTRA" "$CONCURRENCY" "$THREADS" "$ROUNDS" "$DURATION" "$TENANTS" "$CONTACTS"
-    printf '%s\n' "${ROWS[@]}" | ratio_table TPS
+    ratio_table TPS <<<"$ROWS"
 )"

@@ -53,6 +53,22 @@ report_block() {
     } | tee -a "$BENCH_DIR/results/$(date -u +%F).md"
 }
 
+# interleaved MEASURE: ROUNDS rounds of `MEASURE SIDE ROUND` (which prints a rate; 0 marks an
+# invalid run) for sides A and B, alternating which goes first so neither always gets the fresher
+# machine; prints one line "round A B" per round, for ratio_table.
+interleaved() {
+    local measure=$1 r side rate a b order
+    for ((r = 1; r <= ROUNDS; r++)); do
+        if ((r % 2)); then order=(A B); else order=(B A); fi
+        for side in "${order[@]}"; do
+            rate=$("$measure" "$side" "$r")
+            log "round $r: $side $rate"
+            if [[ $side == A ]]; then a=$rate; else b=$rate; fi
+        done
+        echo "$r $a $b"
+    done
+}
+
 # ratio_table UNIT: reads lines "round A B" (A, B: rates; 0 marks an invalid run) and prints a
 # Markdown table of the rounds and the median of the per-round ratios B / A.
 ratio_table() {
