@@ -80,6 +80,10 @@ pub enum DevdbCommand {
         /// Port on 127.0.0.1.
         #[arg(long, default_value_t = 55433)]
         port: u16,
+        /// Extra server setting NAME=VALUE for this start (repeatable), e.g.
+        /// `shared_preload_libraries=citus` (scripts/citus).
+        #[arg(long = "setting", value_name = "NAME=VALUE")]
+        settings: Vec<crate::devdb::Setting>,
     },
     /// Stop the cluster in DIR (no-op if not running).
     Stop {
@@ -284,8 +288,12 @@ async fn apply(config: Config, dir: &Path) -> anyhow::Result<ExitCode> {
 
 fn devdb(command: DevdbCommand) -> anyhow::Result<ExitCode> {
     match command {
-        DevdbCommand::Start { dir, port } => {
-            let pg = PrivatePostgres::ensure_running(&dir, port)?;
+        DevdbCommand::Start {
+            dir,
+            port,
+            settings,
+        } => {
+            let pg = PrivatePostgres::ensure_running_with(&dir, port, &settings)?;
             // stdout is the URL alone (scripts capture it); where the cluster lives goes to stderr.
             eprintln!(
                 "private PostgreSQL in {} (127.0.0.1:{})",

@@ -139,6 +139,17 @@ impl PrivatePostgres {
     /// When the current user is root, the server runs as the `postgres` OS
     /// user, so every folder above `root` must be traversable by that user.
     pub fn ensure_running(root: &Path, port: u16) -> Result<PrivatePostgres> {
+        Self::ensure_running_with(root, port, &[])
+    }
+
+    /// [`PrivatePostgres::ensure_running`] with extra server settings (`-c name=value`) for a
+    /// start that happens now, e.g. `shared_preload_libraries=citus` for a Citus node. A cluster
+    /// that is already running keeps the settings it was started with.
+    pub fn ensure_running_with(
+        root: &Path,
+        port: u16,
+        settings: &[Setting],
+    ) -> Result<PrivatePostgres> {
         if port == 0 {
             bail!("devdb: port 0 is not a usable port for the private PostgreSQL cluster");
         }
@@ -213,7 +224,7 @@ impl PrivatePostgres {
                 );
             }
             None => {
-                pg.start(&layout)?;
+                pg.start(&layout, settings)?;
             }
         }
         Ok(pg)
@@ -451,9 +462,16 @@ impl PrivatePostgres {
     }
 
     /// Starts the server with pg_ctl and waits until it accepts connections.
-    fn start(&mut self, layout: &Layout) -> Result<()> {
+    fn start(&mut self, layout: &Layout, settings: &[Setting]) -> Result<()> {
         tracing::info!(port = self.port, data_dir = %layout.data.display(), "starting private PostgreSQL");
-        let options = server_options(self.port, &layout.run);
+        let mut options = server_options(self.port, &layout.run);
+        for setting in settings {
+            options.push_str(&format!(
+                " -c {}={}",
+                setting.name,
+                sh_quote(&setting.value)
+            ));
+        }
         let mut cmd = self.pg_command("pg_ctl");
         cmd.arg("start")
             .arg("-D")
@@ -682,6 +700,36 @@ fn server_options(port: u16, run_dir: &Path) -> String {
         // max_connections=300: parallel test binaries each open a pool.
         sh_quote(&socket_dirs)
     )
+}
+
+/// One server setting given to [`PrivatePostgres::ensure_running_with`]: `name=value`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Setting {
+    name: String,
+    value: String,
+}
+
+impl std::str::FromStr for Setting {
+    type Err = String;
+
+    /// Parses `name=value`; names are PostgreSQL parameter names (letters, digits, `_`, `.`),
+    /// so nothing but the value ever needs quoting on pg_ctl's command line.
+    fn from_str(s: &str) -> std::result::Result<Setting, String> {
+        let (name, value) = s
+            .split_once('=')
+            .ok_or_else(|| format!("expected name=value, got {s:?}"))?;
+        let valid = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
+        if !valid {
+            return Err(format!("{name:?} is not a PostgreSQL parameter name"));
+        }
+        Ok(Setting {
+            name: name.to_string(),
+            value: value.to_string(),
+        })
+    }
 }
 
 /// Quotes `s` for /bin/sh (single quotes; embedded ones as `'\''`).
@@ -1280,6 +1328,20 @@ mod tests {
         assert_eq!(sh_quote("/a b/run"), "'/a b/run'");
         assert_eq!(sh_quote("it's"), r"'it'\''s'");
         assert_eq!(sh_quote(""), "''");
+    }
+
+    #[test]
+    fn settings_parse_name_value_and_refuse_odd_names() {
+        let s: Setting = "shared_preload_libraries=citus".parse().unwrap();
+        assert_eq!(
+            (s.name.as_str(), s.value.as_str()),
+            ("shared_preload_libraries", "citus")
+        );
+        let s: Setting = "citus.x=a b'c".parse().unwrap();
+        assert_eq!(s.value, "a b'c");
+        for bad in ["novalue", "=x", "a b=c", "a;b=c", "a'=b"] {
+            assert!(bad.parse::<Setting>().is_err(), "{bad}");
+        }
     }
 
     #[test]
