@@ -1,5 +1,7 @@
 //! The RLS guard: what `serve` checks before it accepts traffic and `tessera doctor` prints.
-//! Each check runs as the server's own role, against the live catalogue.
+//! Each check runs as the server's own role, against the live catalogue. On a Citus cluster it
+//! also checks the placement of every tenant table and the RLS state of every shard on every
+//! worker ([`citus_checks`]).
 
 use diesel::QueryableByName;
 use diesel::sql_types::{Bool, Text};
@@ -99,7 +101,7 @@ pub async fn run(door: &Door) -> anyhow::Result<Vec<Check>> {
             .join(", ")
     };
     let tables = count.into_iter().next().map(|r| r.item).unwrap_or_default();
-    Ok(vec![
+    let mut checks = vec![
         Check {
             name: "role is not superuser",
             passed: !flags.superuser,
@@ -144,6 +146,143 @@ pub async fn run(door: &Door) -> anyhow::Result<Vec<Check>> {
             } else {
                 format!("missing: {}", list(&no_policy))
             },
+        },
+    ];
+    checks.extend(citus_checks(door).await?);
+    Ok(checks)
+}
+
+/// On Citus (the database has the extension), three more checks; none elsewhere.
+///
+/// - Every tenant table is hash-distributed by `tenant_id` and co-located with the anchor
+///   (`db::citus::ANCHOR`): a tenant table left on the coordinator would work, slowly, and hold
+///   every tenant's rows outside the layout the rest of the cluster relies on.
+/// - Every shard of every tenant table, on every worker, has RLS enabled and forced and a
+///   USING + WITH CHECK policy: a shard is a plain table on its worker, and the checks above
+///   only see the coordinator's shell tables. Asked of each worker in one statement through
+///   `run_command_on_workers`, as this role. A worker that cannot answer fails the check.
+/// - The role's `citus.propagate_set_commands` is `local`, or `SET LOCAL app.tenant_id` would
+///   stay on the coordinator and every shard would answer "no rows" (fail closed, but broken).
+async fn citus_checks(door: &Door) -> anyhow::Result<Vec<Check>> {
+    #[derive(QueryableByName)]
+    struct Worker {
+        #[diesel(sql_type = Text)]
+        node: String,
+        #[diesel(sql_type = Bool)]
+        success: bool,
+        #[diesel(sql_type = Text)]
+        result: String,
+    }
+    let anchor = crate::db::citus::ANCHOR;
+    let result = door
+        .platform(true, move |tx| {
+            async move {
+                let citus: Vec<Row> = diesel::sql_query(
+                    "SELECT extname::text AS item FROM pg_extension WHERE extname = 'citus'",
+                )
+                .load(tx.conn())
+                .await?;
+                if citus.is_empty() {
+                    return Ok(None);
+                }
+                let undistributed: Vec<Row> = diesel::sql_query(format!(
+                    "SELECT t.nspname || '.' || t.relname AS item FROM ({TENANT_TABLES}) t \
+                     WHERE NOT EXISTS (SELECT 1 FROM pg_dist_partition p \
+                       WHERE p.logicalrelid = t.oid AND p.partmethod = 'h' \
+                         AND column_to_column_name(p.logicalrelid, p.partkey) = 'tenant_id' \
+                         AND p.colocationid = (SELECT colocationid FROM pg_dist_partition \
+                           WHERE logicalrelid = '{anchor}'::regclass))"
+                ))
+                .load(tx.conn())
+                .await?;
+                let workers: Vec<Worker> = diesel::sql_query(
+                    "SELECT nodename || ':' || nodeport AS node, success, result \
+                     FROM run_command_on_workers($q$ \
+                       SELECT count(*) FILTER (WHERE ok) || ' ' || \
+                              coalesce(string_agg(name, ', ') FILTER (WHERE NOT ok), '') \
+                       FROM (SELECT shard_name(s.logicalrelid, s.shardid) AS name, \
+                                EXISTS (SELECT 1 FROM pg_class c \
+                                  WHERE c.oid = to_regclass(shard_name(s.logicalrelid, s.shardid)) \
+                                    AND c.relrowsecurity AND c.relforcerowsecurity \
+                                    AND EXISTS (SELECT 1 FROM pg_policy pol \
+                                      WHERE pol.polrelid = c.oid AND pol.polcmd = '*' \
+                                        AND pol.polqual IS NOT NULL \
+                                        AND pol.polwithcheck IS NOT NULL)) AS ok \
+                             FROM pg_dist_shard s JOIN pg_dist_placement p USING (shardid) \
+                             WHERE p.groupid = (SELECT groupid FROM pg_dist_local_group) \
+                               AND EXISTS (SELECT 1 FROM pg_attribute a \
+                                 WHERE a.attrelid = s.logicalrelid AND a.attname = 'tenant_id' \
+                                   AND NOT a.attisdropped)) shards \
+                     $q$) ORDER BY nodeport",
+                )
+                .load(tx.conn())
+                .await?;
+                let propagate: Row = diesel::sql_query(
+                    "SELECT current_setting('citus.propagate_set_commands') AS item",
+                )
+                .get_result(tx.conn())
+                .await?;
+                Ok(Some((undistributed, workers, propagate.item)))
+            }
+            .scope_boxed()
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("running the Citus checks: {e}"))?;
+    let Some((undistributed, workers, propagate)) = result else {
+        return Ok(Vec::new());
+    };
+    let mut shards_ok = 0u64;
+    let mut bad = Vec::new();
+    for w in &workers {
+        let parsed = w
+            .success
+            .then(|| w.result.split_once(' '))
+            .flatten()
+            .and_then(|(n, rest)| Some((n.parse::<u64>().ok()?, rest)));
+        match parsed {
+            Some((n, offending)) => {
+                shards_ok += n;
+                if !offending.is_empty() {
+                    bad.push(format!("{}: {offending}", w.node));
+                }
+            }
+            None => bad.push(format!("{} did not answer: {}", w.node, w.result)),
+        }
+    }
+    let names = |rows: &[Row]| {
+        rows.iter()
+            .map(|r| r.item.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    Ok(vec![
+        Check {
+            name: "Citus: every tenant table distributed by tenant_id, co-located",
+            passed: undistributed.is_empty(),
+            detail: if undistributed.is_empty() {
+                "ok".into()
+            } else {
+                format!(
+                    "not distributed by tenant_id with {anchor}: {}",
+                    names(&undistributed)
+                )
+            },
+        },
+        Check {
+            name: "Citus: every shard has RLS enabled, forced and a USING + WITH CHECK policy",
+            passed: bad.is_empty() && !workers.is_empty() && shards_ok > 0,
+            detail: if !bad.is_empty() {
+                bad.join("; ")
+            } else if workers.is_empty() {
+                "no workers registered".into()
+            } else {
+                format!("{shards_ok} shards on {} workers", workers.len())
+            },
+        },
+        Check {
+            name: "Citus: SET LOCAL reaches the workers",
+            passed: propagate == "local",
+            detail: format!("citus.propagate_set_commands = {propagate} for this role"),
         },
     ])
 }
