@@ -357,6 +357,9 @@ impl From<diesel::result::Error> for AppError {
 pub fn is_transient(message: &str) -> bool {
     const TRANSIENT: &[&str] = &[
         "deadlock detected",
+        // Citus' distributed deadlock detector cancels one transaction of a cycle that spans
+        // connections (and so no single node's detector sees).
+        "canceling the transaction since it was involved in a distributed deadlock",
         "canceling statement due to statement timeout",
         "canceling statement due to lock timeout",
         "could not obtain lock",

@@ -59,18 +59,32 @@ impl<'a> Event<'a> {
     }
 }
 
-/// Appends `event` to the transaction's tenant trail in one statement: bump the tenant's head
-/// (serializing writers of one tenant, which the future hash chain needs anyway) and insert.
+/// Appends `event` to the transaction's tenant trail in one round trip: two statements,
+/// pipelined. The first bumps the tenant's head (creating it at 1), which also serializes the
+/// tenant's writers until commit (the future hash chain needs that order anyway); the second
+/// inserts the event numbered from the head *as this transaction now sees it*. Both run or
+/// neither does (same transaction), so `seq` stays gap-free.
+///
+/// It used to be one statement, a data-modifying CTE feeding `INSERT … SELECT`. Citus executes
+/// that shape through `COPY`, which row-level security forbids; both statements here route to the
+/// tenant's one shard (`audit_heads` and `audit_events` are co-located and the `SELECT` reads the
+/// distribution column it inserts), so they work the same on one PostgreSQL and on a cluster.
 pub async fn record(tx: &mut TenantTx<'_>, ctx: &Context, event: Event<'_>) -> AppResult<()> {
     let tenant = tx.tenant_id().as_uuid();
-    diesel::sql_query(
-        "WITH head AS ( \
-             INSERT INTO audit_heads (tenant_id, last_seq) VALUES ($1, 1) \
-             ON CONFLICT (tenant_id) DO UPDATE SET last_seq = audit_heads.last_seq + 1 \
-             RETURNING last_seq) \
-         INSERT INTO audit_events (tenant_id, seq, id, action, actor_type, actor_id, target_type, \
+    let conn = tx.conn();
+    // Both futures are built before either is polled and own what they send; join! polls them in
+    // argument order, so the bump is written first and the insert rides in the same flush.
+    let bump = diesel::sql_query(
+        "INSERT INTO audit_heads (tenant_id, last_seq) VALUES ($1, 1) \
+         ON CONFLICT (tenant_id) DO UPDATE SET last_seq = audit_heads.last_seq + 1",
+    )
+    .bind::<SqlUuid, _>(tenant)
+    .execute(conn);
+    let insert = diesel::sql_query(
+        "INSERT INTO audit_events (tenant_id, seq, id, action, actor_type, actor_id, target_type, \
              target_id, changes, request_id, ip, user_agent) \
-         SELECT $1, head.last_seq, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11 FROM head",
+         SELECT h.tenant_id, h.last_seq, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11 \
+         FROM audit_heads h WHERE h.tenant_id = $1",
     )
     .bind::<SqlUuid, _>(tenant)
     .bind::<SqlUuid, _>(Uuid::now_v7())
@@ -83,7 +97,13 @@ pub async fn record(tx: &mut TenantTx<'_>, ctx: &Context, event: Event<'_>) -> A
     .bind::<Nullable<Text>, _>(ctx.request_id.as_deref())
     .bind::<Nullable<Text>, _>(ctx.ip.as_deref())
     .bind::<Nullable<Text>, _>(ctx.user_agent.as_deref())
-    .execute(tx.conn())
-    .await?;
+    .execute(conn);
+    let (bumped, inserted) = futures_util::join!(bump, insert);
+    bumped?;
+    if inserted? != 1 {
+        return Err(crate::error::AppError::Internal(anyhow::anyhow!(
+            "audit event not written: the tenant's head was not visible"
+        )));
+    }
     Ok(())
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse};
 use diesel::prelude::*;
-use diesel::sql_types::{Bool, Bytea, Text, Uuid as SqlUuid};
+use diesel::sql_types::{Bool, Bytea, Text, Timestamptz, Uuid as SqlUuid};
 use diesel_async::RunQueryDsl;
 use diesel_async::scoped_futures::ScopedFutureExt;
 use serde_json::Value;
@@ -106,22 +106,31 @@ pub async fn claim(door: &Door, scope: TxScope, key: &Key) -> AppResult<Claim> {
             let tenant = tx.tenant_id().as_uuid();
             // Insert, or take over an expired record or an in-progress one abandoned a minute
             // ago by the same request (a crashed process). Returns a row only if we own it now.
+            // The times are parameters, read once from this process's clock: Citus refuses
+            // anything but immutable functions (now(), or timestamptz arithmetic) in an ON
+            // CONFLICT clause of a distributed table.
+            let now = chrono::Utc::now();
             let claimed: Vec<ClaimedRow> = diesel::sql_query(
-                "INSERT INTO idempotency_keys (tenant_id, key, request_hash, state, expires_at) \
-                 VALUES ($1, $2, $3, 'in_progress', now() + interval '24 hours') \
+                "INSERT INTO idempotency_keys (tenant_id, key, request_hash, state, created_at, \
+                     locked_at, expires_at) \
+                 VALUES ($1, $2, $3, 'in_progress', $4, $4, $5) \
                  ON CONFLICT (tenant_id, key) DO UPDATE SET \
                      request_hash = EXCLUDED.request_hash, state = 'in_progress', \
-                     locked_at = now(), created_at = now(), expires_at = EXCLUDED.expires_at, \
+                     locked_at = EXCLUDED.locked_at, created_at = EXCLUDED.created_at, \
+                     expires_at = EXCLUDED.expires_at, \
                      response_status = NULL, response_headers = NULL, response_body = NULL \
-                 WHERE idempotency_keys.expires_at < now() \
+                 WHERE idempotency_keys.expires_at < $4 \
                     OR (idempotency_keys.state = 'in_progress' \
-                        AND idempotency_keys.locked_at < now() - interval '60 seconds' \
+                        AND idempotency_keys.locked_at < $6 \
                         AND idempotency_keys.request_hash = EXCLUDED.request_hash) \
                  RETURNING true AS claimed",
             )
             .bind::<SqlUuid, _>(tenant)
             .bind::<Text, _>(&key.key)
             .bind::<Bytea, _>(&key.fingerprint)
+            .bind::<Timestamptz, _>(now)
+            .bind::<Timestamptz, _>(now + chrono::Duration::hours(24))
+            .bind::<Timestamptz, _>(now - chrono::Duration::seconds(60))
             .load(tx.conn())
             .await?;
             if !claimed.is_empty() {

@@ -193,14 +193,12 @@ pub async fn soft_delete(tx: &mut TenantTx<'_>, current: &Contact) -> AppResult<
 fn write_error(e: DieselError) -> AppError {
     match &e {
         DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info)
-            if info.constraint_name() == Some("contacts_email_live") =>
+            if crate::db::violates(info.as_ref(), "contacts_email_live") =>
         {
             AppError::Conflict("A contact with this email already exists.".into())
         }
         DieselError::DatabaseError(DatabaseErrorKind::ForeignKeyViolation, info)
-            if info
-                .constraint_name()
-                .is_some_and(|c| c.contains("owner_id")) =>
+            if crate::db::constraint_of(info.as_ref()).is_some_and(|c| c.contains("owner_id")) =>
         {
             AppError::Validation(vec![FieldError::new(
                 "owner_id",
