@@ -258,16 +258,27 @@ async fn a_key_taken_over_while_the_purge_waits_for_it_is_kept() {
     let door = app.state.door.clone();
     let purge = actix_web::rt::spawn(async move { purge_expired(&door, BATCH).await });
     let deadline = Instant::now() + Duration::from_secs(15);
+    // On Citus the DELETE waits on the worker holding the tenant's shard (as `DELETE FROM
+    // public.idempotency_keys_<shard>`), so every node is asked.
+    let mut nodes = vec![app.db.admin().await];
+    for w in app.db.worker_urls() {
+        nodes.push(connect(&w).await);
+    }
     loop {
-        let waiting: i64 = db
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
-                 AND wait_event_type = 'Lock' AND query LIKE 'DELETE FROM idempotency_keys%'",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
+        let mut waiting = 0;
+        for node in &nodes {
+            let n: i64 = node
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+                     AND wait_event_type = 'Lock' \
+                     AND query ~ '^DELETE FROM (public\\.)?idempotency_keys(_[0-9]+)? '",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            waiting += n;
+        }
         if waiting == 1 {
             break;
         }

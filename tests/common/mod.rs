@@ -62,6 +62,30 @@ pub async fn connect(url: &str) -> tokio_postgres::Client {
     client
 }
 
+/// Runs `sql` one statement per query string, like the migrations do: Citus propagates DDL on a
+/// distributed table with the whole query string it came in, and its workers refuse one holding
+/// several statements.
+pub async fn execute_each(
+    client: &tokio_postgres::Client,
+    sql: &str,
+) -> Result<(), tokio_postgres::Error> {
+    for statement in tessera::db::statements::split(sql).expect("SQL that tokenizes") {
+        client.batch_execute(statement).await?;
+    }
+    Ok(())
+}
+
+/// `url` with a server setting for every session it opens (`?options=-c name=value`; the space
+/// percent-encoded, since libpq-style parsers do not read `+` as one).
+pub fn with_options(url: &str, setting: &str) -> String {
+    let mut u = url::Url::parse(url).unwrap();
+    u.set_query(Some(&format!(
+        "options=-c%20{}",
+        setting.replace('=', "%3D")
+    )));
+    u.to_string()
+}
+
 /// Template name derived from the migrations' contents, so a changed migration gets a new one.
 fn template_name() -> String {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
@@ -96,13 +120,17 @@ fn hex(b: &[u8]) -> String {
 pub struct TestDb {
     /// Database name.
     pub name: String,
+    /// The nodes it lives on.
+    pub cluster: Cluster,
 }
 
 impl TestDb {
     /// Clones the migrated template (creating it once, under an advisory lock shared by every
-    /// test process).
+    /// test process). On a Citus cluster (`scripts/test --citus`) every node gets the database:
+    /// see [`Cluster`].
     pub async fn new() -> TestDb {
         let admin = admin_conn("postgres").await;
+        let cluster = Cluster::of(&admin).await;
         let tpl = template_name();
         admin
             .execute("SELECT pg_advisory_lock(774411)", &[])
@@ -115,14 +143,9 @@ impl TestDb {
             .is_some();
         if !exists {
             let building = format!("{tpl}_building");
-            admin
-                .batch_execute(&format!("DROP DATABASE IF EXISTS {building}"))
-                .await
-                .unwrap();
-            admin
-                .batch_execute(&format!("CREATE DATABASE {building}"))
-                .await
-                .unwrap();
+            cluster.drop_db(&building).await;
+            cluster.drop_db(&tpl).await;
+            cluster.create_db(&building, None).await;
             tessera::db::migrate::run(
                 &url_for_db(&admin_url(), &building, None),
                 "tessera_app",
@@ -130,26 +153,42 @@ impl TestDb {
             )
             .await
             .expect("migrate template");
-            admin
-                .batch_execute(&format!("ALTER DATABASE {building} RENAME TO {tpl}"))
-                .await
-                .unwrap();
+            cluster.seal_template(&building, &tpl).await;
         }
         admin
             .execute("SELECT pg_advisory_unlock(774411)", &[])
             .await
             .unwrap();
         let name = format!("t_{}", uuid::Uuid::new_v4().simple());
-        admin
-            .batch_execute(&format!("CREATE DATABASE {name} TEMPLATE {tpl}"))
-            .await
-            .unwrap();
-        TestDb { name }
+        cluster.create_db(&name, Some(&tpl)).await;
+        TestDb { name, cluster }
     }
 
     /// URL of the app role on this database.
     pub fn app_url(&self) -> String {
         url_for_db(&admin_url(), &self.name, Some("tessera_app"))
+    }
+
+    /// URL the test server connects with: the app role, and on Citus with every multi-shard
+    /// statement turned into an error (`citus.multi_task_query_log_level = error`). So the whole
+    /// Citus suite proves that no request the server handles fans out across shards; direct SQL
+    /// in tests (which does, on purpose) uses [`TestDb::app_url`].
+    pub fn server_url(&self) -> String {
+        let url = self.app_url();
+        if self.cluster.is_citus() {
+            with_options(&url, "citus.multi_task_query_log_level=error")
+        } else {
+            url
+        }
+    }
+
+    /// Admin URLs of this database on each worker (empty on plain PostgreSQL).
+    pub fn worker_urls(&self) -> Vec<String> {
+        self.cluster
+            .workers
+            .iter()
+            .map(|w| url_for_db(w, &self.name, None))
+            .collect()
     }
 
     /// URL of the superuser on this database.
@@ -195,13 +234,151 @@ impl Drop for TestDb {
                         .await
                 {
                     tokio::spawn(conn);
-                    let _ = c
-                        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                        .await;
+                    Cluster::of(&c).await.drop_db(&name).await;
                 }
             });
         })
         .join();
+    }
+}
+
+/// The nodes a test database lives on: the server named by `TESSERA_TEST_DATABASE_URL` and, when
+/// that is a Citus coordinator (its `postgres` database has the extension and the workers
+/// registered, as `scripts/citus start` leaves it), every worker. Citus does not propagate
+/// CREATE DATABASE, and each database keeps its own node list, so the harness makes each
+/// database on every node, with the extension, and registers the workers in it.
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    /// Admin URLs (database `postgres`) of the workers; empty on plain PostgreSQL.
+    pub workers: Vec<String>,
+}
+
+impl Cluster {
+    /// Reads the node list from the coordinator's `postgres` database.
+    pub async fn of(admin: &tokio_postgres::Client) -> Cluster {
+        let citus = admin
+            .query_opt("SELECT 1 FROM pg_extension WHERE extname = 'citus'", &[])
+            .await
+            .unwrap()
+            .is_some();
+        let mut workers = Vec::new();
+        if citus {
+            for row in admin
+                .query(
+                    "SELECT nodename::text, nodeport FROM pg_dist_node WHERE groupid <> 0 \
+                     ORDER BY nodeport",
+                    &[],
+                )
+                .await
+                .unwrap()
+            {
+                let (host, port): (String, i32) = (row.get(0), row.get(1));
+                let mut u = url::Url::parse(&admin_url()).unwrap();
+                u.set_host(Some(&host)).unwrap();
+                u.set_port(Some(port as u16)).unwrap();
+                u.set_path("/postgres");
+                workers.push(u.to_string());
+            }
+        }
+        Cluster { workers }
+    }
+
+    /// Whether the suite runs on Citus.
+    pub fn is_citus(&self) -> bool {
+        !self.workers.is_empty()
+    }
+
+    fn nodes(&self) -> Vec<String> {
+        // Workers first: the coordinator's copy is the one the harness looks for.
+        let mut nodes = self.workers.clone();
+        nodes.push(url_for_db(&admin_url(), "postgres", None));
+        nodes
+    }
+
+    /// Creates `name` (from `template`, if given) on every node; on Citus a fresh database also
+    /// gets the extension and the node list.
+    pub async fn create_db(&self, name: &str, template: Option<&str>) {
+        let from = template
+            .map(|t| format!(" TEMPLATE {t}"))
+            .unwrap_or_default();
+        for node in self.nodes() {
+            let c = connect(&node).await;
+            c.batch_execute(&format!("CREATE DATABASE {name}{from}"))
+                .await
+                .unwrap_or_else(|e| panic!("CREATE DATABASE {name}{from} at {node}: {e}"));
+        }
+        if template.is_some() || !self.is_citus() {
+            return;
+        }
+        for node in &self.workers {
+            connect(&url_for_db(node, name, None))
+                .await
+                .batch_execute("CREATE EXTENSION citus")
+                .await
+                .unwrap();
+        }
+        let coordinator = connect(&url_for_db(&admin_url(), name, None)).await;
+        let u = url::Url::parse(&admin_url()).unwrap();
+        let host = u.host_str().unwrap().to_string();
+        coordinator
+            .batch_execute(&format!(
+                "CREATE EXTENSION citus; SELECT citus_set_coordinator_host('{host}', {})",
+                u.port().unwrap()
+            ))
+            .await
+            .unwrap();
+        for node in &self.workers {
+            let w = url::Url::parse(node).unwrap();
+            coordinator
+                .batch_execute(&format!(
+                    "SELECT citus_add_node('{}', {})",
+                    w.host_str().unwrap(),
+                    w.port().unwrap()
+                ))
+                .await
+                .unwrap();
+        }
+    }
+
+    /// Turns the migrated `building` into the template `tpl` on every node. On Citus, a
+    /// maintenance daemon (and the coordinator's cached connections) stay connected to every
+    /// database that used the extension, and CREATE DATABASE … TEMPLATE refuses a source with
+    /// other sessions: the template stops accepting connections and its sessions are ended.
+    pub async fn seal_template(&self, building: &str, tpl: &str) {
+        for node in self.nodes() {
+            let c = connect(&node).await;
+            if self.is_citus() {
+                c.batch_execute(&format!(
+                    "ALTER DATABASE {building} ALLOW_CONNECTIONS false; \
+                     SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                       WHERE datname = '{building}' AND pid <> pg_backend_pid()"
+                ))
+                .await
+                .unwrap();
+            }
+            // Renaming waits out sessions that are still ending.
+            let mut tries = 0;
+            while let Err(e) = c
+                .batch_execute(&format!("ALTER DATABASE {building} RENAME TO {tpl}"))
+                .await
+            {
+                tries += 1;
+                assert!(tries < 100, "renaming {building} at {node}: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    }
+
+    /// Drops `name` on every node (forcing sessions out; Citus stops its daemon there).
+    pub async fn drop_db(&self, name: &str) {
+        for node in self.nodes() {
+            if let Ok((c, conn)) = tokio_postgres::connect(&node, NoTls).await {
+                tokio::spawn(conn);
+                let _ = c
+                    .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .await;
+            }
+        }
     }
 }
 
@@ -214,7 +391,7 @@ pub fn base_config() -> Config {
 /// Test configuration: generous throttles unless a test tightens them.
 pub fn test_config(db: &TestDb) -> Config {
     let mut c = base_config();
-    c.database.url = db.app_url();
+    c.database.url = db.server_url();
     c.database.pool_size = 4;
     c.http.shutdown_timeout_secs = 1;
     c.auth.signup_ip_per_hour = 10_000;
