@@ -69,35 +69,50 @@ impl<'a> Event<'a> {
 /// that shape through `COPY`, which row-level security forbids; both statements here route to the
 /// tenant's one shard (`audit_heads` and `audit_events` are co-located and the `SELECT` reads the
 /// distribution column it inserts), so they work the same on one PostgreSQL and on a cluster.
+///
+/// Both have a static query id, so each connection prepares them once and afterwards sends only
+/// Bind/Execute for the two together: one round trip (diesel re-prepares a `sql_query`, and its
+/// upsert DSL, every time: one more round trip each, seen on the wire).
 pub async fn record(tx: &mut TenantTx<'_>, ctx: &Context, event: Event<'_>) -> AppResult<()> {
+    use crate::db::schema::{audit_events as ev, audit_heads as head};
+    use diesel::{ExpressionMethods, IntoSql, QueryDsl};
+
     let tenant = tx.tenant_id().as_uuid();
     let conn = tx.conn();
     // Both futures are built before either is polled and own what they send; join! polls them in
     // argument order, so the bump is written first and the insert rides in the same flush.
-    let bump = diesel::sql_query(
-        "INSERT INTO audit_heads (tenant_id, last_seq) VALUES ($1, 1) \
-         ON CONFLICT (tenant_id) DO UPDATE SET last_seq = audit_heads.last_seq + 1",
-    )
-    .bind::<SqlUuid, _>(tenant)
-    .execute(conn);
-    let insert = diesel::sql_query(
-        "INSERT INTO audit_events (tenant_id, seq, id, action, actor_type, actor_id, target_type, \
-             target_id, changes, request_id, ip, user_agent) \
-         SELECT h.tenant_id, h.last_seq, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11 \
-         FROM audit_heads h WHERE h.tenant_id = $1",
-    )
-    .bind::<SqlUuid, _>(tenant)
-    .bind::<SqlUuid, _>(Uuid::now_v7())
-    .bind::<Text, _>(event.action)
-    .bind::<Text, _>(event.actor_type)
-    .bind::<Nullable<SqlUuid>, _>(event.actor_id)
-    .bind::<Nullable<Text>, _>(event.target_type)
-    .bind::<Nullable<SqlUuid>, _>(event.target_id)
-    .bind::<Jsonb, _>(event.changes)
-    .bind::<Nullable<Text>, _>(ctx.request_id.as_deref())
-    .bind::<Nullable<Text>, _>(ctx.ip.as_deref())
-    .bind::<Nullable<Text>, _>(ctx.user_agent.as_deref())
-    .execute(conn);
+    let bump = BumpHead { tenant }.execute(conn);
+    let numbered = head::table.filter(head::tenant_id.eq(tenant)).select((
+        head::tenant_id,
+        head::last_seq,
+        Uuid::now_v7().into_sql::<SqlUuid>(),
+        event.action.into_sql::<Text>(),
+        event.actor_type.into_sql::<Text>(),
+        event.actor_id.into_sql::<Nullable<SqlUuid>>(),
+        event.target_type.into_sql::<Nullable<Text>>(),
+        event.target_id.into_sql::<Nullable<SqlUuid>>(),
+        event.changes.into_sql::<Jsonb>(),
+        ctx.request_id.as_deref().into_sql::<Nullable<Text>>(),
+        ctx.ip.as_deref().into_sql::<Nullable<Text>>(),
+        ctx.user_agent.as_deref().into_sql::<Nullable<Text>>(),
+    ));
+    let insert = diesel::insert_into(ev::table)
+        .values(numbered)
+        .into_columns((
+            ev::tenant_id,
+            ev::seq,
+            ev::id,
+            ev::action,
+            ev::actor_type,
+            ev::actor_id,
+            ev::target_type,
+            ev::target_id,
+            ev::changes,
+            ev::request_id,
+            ev::ip,
+            ev::user_agent,
+        ))
+        .execute(conn);
     let (bumped, inserted) = futures_util::join!(bump, insert);
     bumped?;
     if inserted? != 1 {
@@ -106,4 +121,26 @@ pub async fn record(tx: &mut TenantTx<'_>, ctx: &Context, event: Event<'_>) -> A
         )));
     }
     Ok(())
+}
+
+/// `INSERT INTO audit_heads … ON CONFLICT (tenant_id) DO UPDATE SET last_seq = last_seq + 1`, as a
+/// query type of its own so that its prepared statement is cached per connection (see
+/// [`record`]).
+#[derive(Debug, Clone, Copy, diesel::query_builder::QueryId)]
+struct BumpHead {
+    tenant: Uuid,
+}
+
+impl diesel::query_builder::QueryFragment<diesel::pg::Pg> for BumpHead {
+    fn walk_ast<'b>(
+        &'b self,
+        mut out: diesel::query_builder::AstPass<'_, 'b, diesel::pg::Pg>,
+    ) -> diesel::QueryResult<()> {
+        out.push_sql("INSERT INTO audit_heads (tenant_id, last_seq) VALUES (");
+        out.push_bind_param::<SqlUuid, _>(&self.tenant)?;
+        out.push_sql(
+            ", 1) ON CONFLICT (tenant_id) DO UPDATE SET last_seq = audit_heads.last_seq + 1",
+        );
+        Ok(())
+    }
 }

@@ -127,6 +127,13 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    audit_heads (tenant_id) {
+        tenant_id -> Uuid,
+        last_seq -> Int8,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
     tenants,
     users,
@@ -136,5 +143,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     refresh_tokens,
     contacts,
     audit_events,
+    audit_heads,
     idempotency_keys,
 );

@@ -86,10 +86,21 @@ pub fn with_options(url: &str, setting: &str) -> String {
     u.to_string()
 }
 
-/// Template name derived from the migrations' contents, so a changed migration gets a new one.
+/// Template name derived from the contents of everything that shapes a migrated database (the
+/// migrations, and the code that runs them: grants, Citus placement), so changing any of it gets
+/// a new template. Clusters outlive a test run (target/test-pg, target/test-citus).
 fn template_name() -> String {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
-    let mut files: Vec<_> = walk(&dir);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files: Vec<_> = walk(&root.join("migrations"));
+    files.extend(
+        [
+            "src/db/migrate.rs",
+            "src/db/grants.rs",
+            "src/db/citus.rs",
+            "src/db/statements.rs",
+        ]
+        .map(|f| root.join(f)),
+    );
     files.sort();
     let mut h = Sha256::new();
     for f in files {
