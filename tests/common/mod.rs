@@ -455,7 +455,11 @@ impl TestApp {
 
     /// Starts an app after `tweak` adjusts the config.
     pub async fn spawn_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
-        let db = TestDb::new().await;
+        Self::spawn_on(TestDb::new().await, tweak).await
+    }
+
+    /// Starts an app on `db` after `tweak` adjusts the config.
+    pub async fn spawn_on(db: TestDb, tweak: impl FnOnce(&mut Config)) -> TestApp {
         let mut config = test_config(&db);
         tweak(&mut config);
         let (keys, _) = Keys::generate().unwrap();
