@@ -14,21 +14,6 @@ use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use tessera::db::{citus, guard};
-use tessera::tenancy::Door;
-
-fn failed(checks: &[guard::Check]) -> Vec<String> {
-    checks
-        .iter()
-        .filter(|c| !c.passed)
-        .map(|c| format!("{}: {}", c.name, c.detail))
-        .collect()
-}
-
-fn door_for(url: &str) -> Door {
-    let mut c = base_config();
-    c.database.pool_size = 1;
-    Door::connect(url, &c).unwrap()
-}
 
 /// `citus::undeclared` over a synchronous owner connection to `url`.
 async fn undeclared(url: &str) -> Vec<String> {
@@ -133,6 +118,84 @@ async fn migrate_on_citus_distributes_every_tenant_table_and_references_the_plat
 }
 
 #[actix_web::test]
+async fn a_new_tenant_table_with_a_key_to_tenants_is_placed_by_its_declaration_line() {
+    // What a future migration does: a table whose foreign key to the reference table made Citus
+    // turn it into a "Citus local table" on creation, then one line in PLACEMENTS.
+    let db = TestDb::new().await;
+    if skip_unless_citus(&db) {
+        return;
+    }
+    let admin = db.admin().await;
+    admin
+        .batch_execute(
+            "CREATE TABLE notes (tenant_id uuid NOT NULL REFERENCES tenants (id), \
+             id uuid NOT NULL, contact_id uuid, PRIMARY KEY (tenant_id, id))",
+        )
+        .await
+        .unwrap();
+    let local: String = admin
+        .query_one(
+            "SELECT partmethod::text FROM pg_dist_partition WHERE logicalrelid = 'notes'::regclass",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        local, "n",
+        "a key to a reference table makes a Citus local table"
+    );
+    let mut declared = citus::PLACEMENTS.to_vec();
+    declared.push(("notes", citus::Placement::ByTenant));
+    let placed = tokio::task::spawn_blocking({
+        let url = db.admin_url();
+        move || {
+            let mut conn = AsyncConnectionWrapper::<AsyncPgConnection>::establish(&url).unwrap();
+            citus::reconcile_to(&mut conn, &declared).unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(placed, vec!["notes".to_string()]);
+    let row = admin
+        .query_one(
+            "SELECT n.partmethod::text, column_to_column_name(n.logicalrelid, n.partkey), \
+                    n.colocationid = u.colocationid \
+             FROM pg_dist_partition n, pg_dist_partition u \
+             WHERE n.logicalrelid = 'notes'::regclass AND u.logicalrelid = 'users'::regclass",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            row.get::<_, String>(0),
+            row.get::<_, String>(1),
+            row.get::<_, bool>(2)
+        ),
+        ("h".into(), "tenant_id".into(), true)
+    );
+    // Its key to tenants came back, and a key to a co-located table can now follow (the next
+    // migration's job).
+    admin
+        .batch_execute(
+            "ALTER TABLE notes ADD FOREIGN KEY (tenant_id, contact_id) \
+             REFERENCES contacts (tenant_id, id)",
+        )
+        .await
+        .unwrap();
+    let keys: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM pg_constraint WHERE contype = 'f' AND conrelid = 'notes'::regclass",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(keys, 2);
+}
+
+#[actix_web::test]
 async fn a_tenant_table_created_without_distribution_fails_the_citus_check_and_migrate() {
     let app = TestApp::spawn().await;
     if skip_unless_citus(&app.db) {
@@ -192,25 +255,8 @@ async fn a_shard_without_forced_rls_or_policy_fails_the_citus_check() {
     }
     // One shard of contacts on the second worker loses FORCE; one of roles loses its policy.
     let worker = connect(&app.db.worker_urls()[1]).await;
-    let shard = |table: &'static str| {
-        let worker = &worker;
-        async move {
-            let row = worker
-                .query_one(
-                    "SELECT shard_name(s.logicalrelid, s.shardid) FROM pg_dist_shard s \
-                     JOIN pg_dist_placement p USING (shardid) \
-                     WHERE s.logicalrelid = $1::text::regclass \
-                       AND p.groupid = (SELECT groupid FROM pg_dist_local_group) \
-                     ORDER BY s.shardid LIMIT 1",
-                    &[&table],
-                )
-                .await
-                .unwrap();
-            row.get::<_, String>(0)
-        }
-    };
-    let contacts = shard("contacts").await;
-    let roles = shard("roles").await;
+    let contacts = shards_here(&worker, "contacts").await.remove(0);
+    let roles = shards_here(&worker, "roles").await.remove(0);
     worker
         .batch_execute(&format!(
             "ALTER TABLE {contacts} NO FORCE ROW LEVEL SECURITY; \
@@ -239,6 +285,24 @@ async fn a_role_whose_set_local_stays_on_the_coordinator_fails_the_citus_check()
     let f = failed(&guard::run(&door_for(&url)).await.unwrap());
     assert_eq!(f.len(), 1, "{f:?}");
     assert!(f[0].contains("SET LOCAL reaches the workers"), "{f:?}");
+}
+
+/// `table`'s shards placed on the worker `admin` is connected to (superuser), by shard id.
+async fn shards_here(admin: &tokio_postgres::Client, table: &str) -> Vec<String> {
+    admin
+        .query(
+            "SELECT shard_name(s.logicalrelid, s.shardid) FROM pg_dist_shard s \
+             JOIN pg_dist_placement p USING (shardid) \
+             WHERE s.logicalrelid = $1::text::regclass \
+               AND p.groupid = (SELECT groupid FROM pg_dist_local_group) \
+             ORDER BY s.shardid",
+            &[&table],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
 }
 
 /// Worker port holding `tenant`'s shard of the co-located tables.
@@ -333,19 +397,7 @@ async fn tenants_on_different_workers_stay_isolated_and_requests_route_to_one_sh
         as_app.set_username("tessera_app").unwrap();
         let db = connect(as_app.as_str()).await;
         for table in tables {
-            let shards: Vec<String> = admin
-                .query(
-                    "SELECT shard_name(s.logicalrelid, s.shardid) FROM pg_dist_shard s \
-                     JOIN pg_dist_placement p USING (shardid) \
-                     WHERE s.logicalrelid = $1::text::regclass \
-                       AND p.groupid = (SELECT groupid FROM pg_dist_local_group)",
-                    &[&table],
-                )
-                .await
-                .unwrap()
-                .iter()
-                .map(|r| r.get(0))
-                .collect();
+            let shards = shards_here(&admin, table).await;
             assert!(!shards.is_empty(), "{table} has no shard on {port}");
             for shard in shards {
                 db.batch_execute("BEGIN").await.unwrap();

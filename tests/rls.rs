@@ -11,22 +11,6 @@ use common::*;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use tessera::db::guard;
-use tessera::tenancy::Door;
-
-fn failed(checks: &[guard::Check]) -> Vec<String> {
-    checks
-        .iter()
-        .filter(|c| !c.passed)
-        .map(|c| format!("{}: {}", c.name, c.detail))
-        .collect()
-}
-
-/// A door connected as `url` (a role other than the app's).
-fn door_for(url: &str) -> Door {
-    let mut c = base_config();
-    c.database.pool_size = 1;
-    Door::connect(url, &c).unwrap()
-}
 
 #[actix_web::test]
 async fn guard_passes_on_the_migrated_schema_as_the_app_role() {

@@ -44,6 +44,14 @@ const TENANT_TABLES: &str = "SELECT c.oid, n.nspname, c.relname, c.relrowsecurit
      WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
        AND n.nspname NOT LIKE 'pg_toast%'";
 
+/// The rows' items, comma-separated (offending objects in a check's detail).
+fn list(rows: &[Row]) -> String {
+    rows.iter()
+        .map(|r| r.item.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Runs every check.
 pub async fn run(door: &Door) -> anyhow::Result<Vec<Check>> {
     let result = door
@@ -94,12 +102,6 @@ pub async fn run(door: &Door) -> anyhow::Result<Vec<Check>> {
         .await
         .map_err(|e| anyhow::anyhow!("running the RLS guard: {e}"))?;
     let (flags, escalations, owned, unforced, no_policy, count) = result;
-    let list = |rows: &[Row]| {
-        rows.iter()
-            .map(|r| r.item.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
     let tables = count.into_iter().next().map(|r| r.item).unwrap_or_default();
     let mut checks = vec![
         Check {
@@ -249,12 +251,6 @@ async fn citus_checks(door: &Door) -> anyhow::Result<Vec<Check>> {
             None => bad.push(format!("{} did not answer: {}", w.node, w.result)),
         }
     }
-    let names = |rows: &[Row]| {
-        rows.iter()
-            .map(|r| r.item.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
     Ok(vec![
         Check {
             name: "Citus: every tenant table distributed by tenant_id, co-located",
@@ -264,7 +260,7 @@ async fn citus_checks(door: &Door) -> anyhow::Result<Vec<Check>> {
             } else {
                 format!(
                     "not distributed by tenant_id with {anchor}: {}",
-                    names(&undistributed)
+                    list(&undistributed)
                 )
             },
         },

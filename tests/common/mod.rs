@@ -393,6 +393,22 @@ impl Cluster {
     }
 }
 
+/// The failed checks of a guard run, as "name: detail".
+pub fn failed(checks: &[tessera::db::guard::Check]) -> Vec<String> {
+    checks
+        .iter()
+        .filter(|c| !c.passed)
+        .map(|c| format!("{}: {}", c.name, c.detail))
+        .collect()
+}
+
+/// A door with a pool of one connected as `url` (a role other than the app's, or other settings).
+pub fn door_for(url: &str) -> tessera::tenancy::Door {
+    let mut c = base_config();
+    c.database.pool_size = 1;
+    tessera::tenancy::Door::connect(url, &c).unwrap()
+}
+
 /// The test profile's configuration, no database chosen yet.
 pub fn base_config() -> Config {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
