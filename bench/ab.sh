@@ -31,10 +31,9 @@ mkdir -p "$WORK"
 for bin in "$A" "$B"; do [[ -x $bin ]] || die "no binary at $bin"; done
 command -v wrk >/dev/null 2>&1 || die "wrk missing: run bench/run.sh once first"
 
-PIDS=()
 cleanup() {
     set +e
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; done
+    stop_servers
     "$A" devdb stop --dir "$PG_DIR" >/dev/null 2>&1
 }
 trap cleanup EXIT
@@ -42,39 +41,19 @@ trap cleanup EXIT
 seeded_db "$A"
 server_env "$WORK/signing-key.pem"
 export TESSERA_DATABASE__POOL_SIZE=$CONCURRENCY
-for side in A B; do
-    bin=${!side} port_var=PORT_$side
-    # Not through pin(): a function run with & is a subshell, and $! must be the server itself.
-    if [[ $PIN == 1 ]]; then
-        TESSERA_HTTP__BIND=127.0.0.1:${!port_var} taskset -c "$SUT_CPUS" "$bin" serve >"$WORK/server-$side.log" 2>&1 &
-    else
-        TESSERA_HTTP__BIND=127.0.0.1:${!port_var} "$bin" serve >"$WORK/server-$side.log" 2>&1 &
-    fi
-    PIDS+=($!)
-    python3 "$BENCH_DIR/lib/client.py" ready --port "${!port_var}" --pid "$!" --timeout 60 \
-        || { cat "$WORK/server-$side.log" >&2; die "server $side did not start"; }
-done
+start_server "$A" "$PORT_A" "$WORK/server-A.log"
+start_server "$B" "$PORT_B" "$WORK/server-B.log"
 python3 "$BENCH_DIR/lib/client.py" login --port "$PORT_A" --tenants "$TENANTS" \
     --password "$BENCH_PASSWORD" --out "$WORK/tokens.tsv" >&2
 
-export TESSERA_BENCH_TOKENS=$WORK/tokens.tsv TESSERA_BENCH_CONTACTS=$CONTACTS
-# req/s of one wrk run against PORT; a run with errors counts as invalid (prints 0).
-measure() {
-    local port=$1 out=$2
-    TESSERA_BENCH_PORT=$port pin "$LOADGEN_CPUS" wrk -t"$THREADS" -c"$CONCURRENCY" -d"${DURATION}s" \
-        --timeout 10s -s "$BENCH_DIR/wrk/get_contact.lua" "http://127.0.0.1:$port" >"$out" 2>&1
-    if grep -qE 'Non-2xx|Socket errors' "$out"; then echo 0; return; fi
-    awk '/^Requests\/sec:/ {print $2}' "$out"
-}
 for port in "$PORT_A" "$PORT_B"; do  # warm both (caches, prepared statements, pool)
-    TESSERA_BENCH_PORT=$port pin "$LOADGEN_CPUS" wrk -t"$THREADS" -c"$CONCURRENCY" -d3s \
-        -s "$BENCH_DIR/wrk/get_contact.lua" "http://127.0.0.1:$port" >/dev/null 2>&1
+    w1_rate "$port" "$WORK/tokens.tsv" 3 /dev/null >/dev/null
 done
 
 # measure_side SIDE ROUND: req/s of SIDE's server in ROUND.
 measure_side() {
     local port_var=PORT_$1
-    measure "${!port_var}" "$WORK/wrk-$1-$2.txt"
+    w1_rate "${!port_var}" "$WORK/tokens.tsv" "$DURATION" "$WORK/wrk-$1-$2.txt"
 }
 ROWS=$(interleaved measure_side)
 

@@ -48,10 +48,9 @@ if ! command -v wrk >/dev/null 2>&1; then
     "${sudo_[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y wrk >&2 || die "wrk missing"
 fi
 
-PIDS=()
 cleanup() {
     set +e
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; done
+    stop_servers
     "$BIN" devdb stop --dir "$PG_DIR" >/dev/null 2>&1
     "$ROOT/scripts/citus" stop "$CITUS_DIR" >/dev/null 2>&1
 }
@@ -101,31 +100,16 @@ export TESSERA_DATABASE__POOL_SIZE=$CONCURRENCY
 for side in A B; do
     port_var=PORT_$side
     if [[ $side == A ]]; then url=$SINGLE_APP_URL; else url=$CITUS_APP_URL; fi
-    # Not through pin(): a function run with & is a subshell, and $! must be the server itself.
-    if [[ $PIN == 1 ]]; then
-        TESSERA_DATABASE__URL=$url TESSERA_HTTP__BIND=127.0.0.1:${!port_var} \
-            taskset -c "$SUT_CPUS" "$BIN" serve >"$WORK/server-$side.log" 2>&1 &
-    else
-        TESSERA_DATABASE__URL=$url TESSERA_HTTP__BIND=127.0.0.1:${!port_var} \
-            "$BIN" serve >"$WORK/server-$side.log" 2>&1 &
-    fi
-    PIDS+=($!)
-    python3 "$BENCH_DIR/lib/client.py" ready --port "${!port_var}" --pid "$!" --timeout 60 \
-        || { cat "$WORK/server-$side.log" >&2; die "server $side did not start"; }
+    start_server "$BIN" "${!port_var}" "$WORK/server-$side.log" TESSERA_DATABASE__URL="$url"
     # Each side logs in against its own database (user ids differ between the two seeds).
     python3 "$BENCH_DIR/lib/client.py" login --port "${!port_var}" --tenants "$TENANTS" \
         --password "$BENCH_PASSWORD" --out "$WORK/tokens-$side.tsv" >&2
 done
 
-export TESSERA_BENCH_CONTACTS=$CONTACTS
 # req/s of one wrk run for SIDE; a run with errors counts as invalid (prints 0).
 run_wrk() {
-    local side=$1 seconds=$2 out=$3 port_var=PORT_$1
-    TESSERA_BENCH_TOKENS=$WORK/tokens-$side.tsv TESSERA_BENCH_PORT=${!port_var} \
-        pin "$LOADGEN_CPUS" wrk -t"$THREADS" -c"$CONCURRENCY" -d"${seconds}s" --timeout 10s \
-        -s "$BENCH_DIR/wrk/get_contact.lua" "http://127.0.0.1:${!port_var}" >"$out" 2>&1
-    if grep -qE 'Non-2xx|Socket errors' "$out"; then echo 0; return; fi
-    awk '/^Requests\/sec:/ {print $2}' "$out"
+    local port_var=PORT_$1
+    w1_rate "${!port_var}" "$WORK/tokens-$1.tsv" "$2" "$3"
 }
 for side in A B; do  # warm both (caches, prepared statements, pools, worker connections)
     [[ $(run_wrk "$side" 10 "$WORK/warmup-$side.txt") != 0 ]] \

@@ -44,6 +44,44 @@ PY
     export TESSERA_DATABASE__URL=$APP_URL TESSERA_AUTH__LOGIN_IP_PER_MINUTE=100000
 }
 
+# start_server BIN PORT LOG [NAME=VALUE...]: `BIN serve` on 127.0.0.1:PORT with the extra
+# environment, pinned to the system-under-test CPUs when PIN=1; its pid joins PIDS (stop_servers)
+# and it answers before this returns.
+PIDS=()
+start_server() {
+    local bin=$1 port=$2 log=$3
+    shift 3
+    # Not through pin(): a function run with & is a subshell, and $! must be the server itself
+    # (env and taskset exec it).
+    if [[ $PIN == 1 ]]; then
+        env "$@" TESSERA_HTTP__BIND="127.0.0.1:$port" taskset -c "$SUT_CPUS" "$bin" serve >"$log" 2>&1 &
+    else
+        env "$@" TESSERA_HTTP__BIND="127.0.0.1:$port" "$bin" serve >"$log" 2>&1 &
+    fi
+    PIDS+=($!)
+    python3 "$BENCH_DIR/lib/client.py" ready --port "$port" --pid "$!" --timeout 60 \
+        || { cat "$log" >&2; die "the server on port $port did not start"; }
+}
+
+# stop_servers: TERM every server start_server started, and wait for it.
+stop_servers() {
+    local pid
+    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; done
+    PIDS=()
+}
+
+# w1_rate PORT TOKENS SECONDS OUT: req/s of one W1 wrk run (GET /v1/contacts/{id}, CONCURRENCY
+# connections, THREADS threads, pinned to LOADGEN_CPUS) against PORT with the TOKENS file; prints
+# 0 when the run had errors (an invalid run). The output stays in OUT.
+w1_rate() {
+    local port=$1 tokens=$2 seconds=$3 out=$4
+    TESSERA_BENCH_TOKENS=$tokens TESSERA_BENCH_PORT=$port TESSERA_BENCH_CONTACTS=$CONTACTS \
+        pin "$LOADGEN_CPUS" wrk -t"$THREADS" -c"$CONCURRENCY" -d"${seconds}s" --timeout 10s \
+        -s "$BENCH_DIR/wrk/get_contact.lua" "http://127.0.0.1:$port" >"$out" 2>&1
+    if grep -qE 'Non-2xx|Socket errors' "$out"; then echo 0; return; fi
+    awk '/^Requests\/sec:/ {print $2}' "$out"
+}
+
 # report_block TITLE TEXT: appends a block to today's results file and prints it.
 report_block() {
     {
