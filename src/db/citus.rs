@@ -80,10 +80,16 @@ fn placement_in(placements: &[(&str, Placement)], table: &str) -> Option<Placeme
         .map(|(_, p)| *p)
 }
 
+/// Names the `citus` extension (one `item` row) when the database has it, nothing otherwise.
+pub const EXTENSION_QUERY: &str =
+    "SELECT extname::text AS item FROM pg_extension WHERE extname = 'citus'";
+
+/// One text column named `item`: what [`EXTENSION_QUERY`] and the guard's catalogue queries
+/// return.
 #[derive(QueryableByName)]
-struct Item {
+pub(crate) struct Item {
     #[diesel(sql_type = Text)]
-    item: String,
+    pub(crate) item: String,
 }
 
 #[derive(QueryableByName)]
@@ -116,9 +122,7 @@ struct ForeignKey {
 
 /// Whether the connected database has the `citus` extension.
 pub fn is_citus(conn: &mut SyncConn) -> anyhow::Result<bool> {
-    let rows: Vec<Item> =
-        diesel::sql_query("SELECT extname::text AS item FROM pg_extension WHERE extname = 'citus'")
-            .load(conn)?;
+    let rows: Vec<Item> = diesel::sql_query(EXTENSION_QUERY).load(conn)?;
     Ok(rows.iter().any(|r| r.item == "citus"))
 }
 

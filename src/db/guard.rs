@@ -21,11 +21,7 @@ pub struct Check {
     pub detail: String,
 }
 
-#[derive(QueryableByName)]
-struct Row {
-    #[diesel(sql_type = Text)]
-    item: String,
-}
+use super::citus::Item as Row;
 
 #[derive(QueryableByName)]
 struct Flags {
@@ -179,11 +175,9 @@ async fn citus_checks(door: &Door) -> anyhow::Result<Vec<Check>> {
     let result = door
         .platform(true, move |tx| {
             async move {
-                let citus: Vec<Row> = diesel::sql_query(
-                    "SELECT extname::text AS item FROM pg_extension WHERE extname = 'citus'",
-                )
-                .load(tx.conn())
-                .await?;
+                let citus: Vec<Row> = diesel::sql_query(crate::db::citus::EXTENSION_QUERY)
+                    .load(tx.conn())
+                    .await?;
                 if citus.is_empty() {
                     return Ok(None);
                 }

@@ -232,22 +232,14 @@ impl TestDb {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        let name = self.name.clone();
+        let (name, cluster) = (self.name.clone(), self.cluster.clone());
         // Drop runs outside any runtime guarantee; use a private one on a plain thread.
         let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
+            tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
-                .unwrap();
-            rt.block_on(async {
-                if let Ok((c, conn)) =
-                    tokio_postgres::connect(&url_for_db(&admin_url(), "postgres", None), NoTls)
-                        .await
-                {
-                    tokio::spawn(conn);
-                    Cluster::of(&c).await.drop_db(&name).await;
-                }
-            });
+                .unwrap()
+                .block_on(cluster.drop_db(&name));
         })
         .join();
     }
