@@ -17,10 +17,17 @@ use tessera::db::{citus, guard};
 
 /// `citus::undeclared` over a synchronous owner connection to `url`.
 async fn undeclared(url: &str) -> Vec<String> {
+    as_owner(url, |conn| citus::undeclared(conn).unwrap()).await
+}
+
+/// Runs `f` on a synchronous connection to `url`, the kind `tessera migrate` places tables with.
+async fn as_owner<R: Send + 'static>(
+    url: &str,
+    f: impl FnOnce(&mut citus::SyncConn) -> R + Send + 'static,
+) -> R {
     let url = url.to_string();
     tokio::task::spawn_blocking(move || {
-        let mut conn = AsyncConnectionWrapper::<AsyncPgConnection>::establish(&url).unwrap();
-        citus::undeclared(&mut conn).unwrap()
+        f(&mut AsyncConnectionWrapper::<AsyncPgConnection>::establish(&url).unwrap())
     })
     .await
     .unwrap()
@@ -105,15 +112,7 @@ async fn migrate_on_citus_distributes_every_tenant_table_and_references_the_plat
     // → roles; user_roles → users and roles; refresh_tokens → users; contacts.owner_id → users.
     assert_eq!(keys, 11, "foreign keys after placement");
     // Migrating again changes nothing.
-    let placed = tokio::task::spawn_blocking({
-        let url = db.admin_url();
-        move || {
-            let mut conn = AsyncConnectionWrapper::<AsyncPgConnection>::establish(&url).unwrap();
-            citus::reconcile(&mut conn).unwrap()
-        }
-    })
-    .await
-    .unwrap();
+    let placed = as_owner(&db.admin_url(), |conn| citus::reconcile(conn).unwrap()).await;
     assert!(placed.is_empty(), "{placed:?}");
 }
 
@@ -147,15 +146,10 @@ async fn a_new_tenant_table_with_a_key_to_tenants_is_placed_by_its_declaration_l
     );
     let mut declared = citus::PLACEMENTS.to_vec();
     declared.push(("notes", citus::Placement::ByTenant));
-    let placed = tokio::task::spawn_blocking({
-        let url = db.admin_url();
-        move || {
-            let mut conn = AsyncConnectionWrapper::<AsyncPgConnection>::establish(&url).unwrap();
-            citus::reconcile_to(&mut conn, &declared).unwrap()
-        }
+    let placed = as_owner(&db.admin_url(), move |conn| {
+        citus::reconcile_to(conn, &declared).unwrap()
     })
-    .await
-    .unwrap();
+    .await;
     assert_eq!(placed, vec!["notes".to_string()]);
     let row = admin
         .query_one(
