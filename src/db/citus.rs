@@ -6,8 +6,8 @@
 //! `tests/citus.rs`), so a tenant table can never be left on the coordinator alone.
 //!
 //! On plain PostgreSQL nothing here runs. When the database has the `citus` extension,
-//! `tessera migrate` calls [`reconcile`] after every migration: it places whatever is not placed
-//! yet, in one transaction, idempotently:
+//! `tessera migrate` calls [`reconcile`] before the first pending migration and after each one:
+//! it places whatever is not placed yet, in one transaction, idempotently:
 //!
 //! 1. the foreign keys touching those tables are saved and dropped — once a local table holds a
 //!    key to a reference table Citus turns it into a "Citus local table", which

@@ -1,5 +1,6 @@
-//! Database plumbing: the pool, the diesel schema, the migration runner with the app role's
-//! grants, and the RLS guard. Tenant data is reached only through [`crate::tenancy::door`].
+//! Database plumbing: the pool, the diesel schema, the migration runner (one statement per query
+//! string) with the app role's grants, table placement on Citus, and the RLS guard. Tenant data
+//! is reached only through [`crate::tenancy::door`].
 
 pub mod citus;
 pub mod grants;
