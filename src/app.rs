@@ -18,15 +18,18 @@ use crate::http::fallback::{self, RouteTable};
 use crate::http::health::ApiJson;
 use crate::http::{conn, edge, openapi, request_id, routes};
 use crate::maintenance;
-use crate::tenancy::Door;
 use crate::tenancy::directory::Directory;
+use crate::tenancy::{Door, PlatformDoor};
 
 /// Everything handlers share. There is deliberately no pool here: the door owns it.
 pub struct AppState {
     /// Validated configuration.
     pub config: Arc<Config>,
-    /// The tenant door (and platform path).
+    /// The tenant door (the app role).
     pub door: Door,
+    /// The platform path (the platform role): cross-tenant work only — signup, tenant lookups,
+    /// the operator API, usage flushing and export. See [`PlatformDoor`].
+    pub platform: PlatformDoor,
     /// Cached tenant lookups.
     pub directory: Directory,
     /// Cached roles/permissions/session validity.
@@ -45,8 +48,13 @@ impl AppState {
     /// Builds the state: pool (lazy), door, caches, keys.
     pub fn new(config: Config, keys: Keys) -> anyhow::Result<Self> {
         let door = Door::connect(config.app_database_url()?, &config)?;
+        let platform = PlatformDoor::connect(&config.platform_database_url()?, &config)?;
         Ok(Self {
-            directory: Directory::new(door.clone(), Duration::from_secs(config.tenancy.cache_secs)),
+            directory: Directory::new(
+                platform.clone(),
+                Duration::from_secs(config.tenancy.cache_secs),
+            ),
+            platform,
             grants: GrantsCache::new(
                 door.clone(),
                 Duration::from_secs(config.auth.principal_cache_secs),
@@ -152,7 +160,11 @@ pub async fn serve(state: AppState) -> anyhow::Result<()> {
         }
     });
     // Expired idempotency keys and refresh tokens are deleted so the tables stay their live size.
-    maintenance::spawn_purge(state.door.clone(), &config.maintenance);
+    maintenance::spawn_purge(
+        state.door.clone(),
+        state.platform.clone(),
+        &config.maintenance,
+    );
     let (server, _) = listen(
         state,
         &Listen {

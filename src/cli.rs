@@ -10,9 +10,10 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 use crate::app::{self, AppState};
 use crate::auth::keys::Keys;
 use crate::config::{Config, ConfigError};
+use crate::db::grants::Roles;
 use crate::db::{guard, migrate};
 use crate::devdb::PrivatePostgres;
-use crate::tenancy::{Door, manifest};
+use crate::tenancy::{Door, PlatformDoor, manifest};
 
 /// Tessera: multi-tenant CRM backend.
 #[derive(Debug, Parser)]
@@ -155,7 +156,7 @@ pub fn init_logging(config: &Config) {
 async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     let keys = Keys::load(&config)?;
     let state = AppState::new(config, keys)?;
-    let checks = guard::run(&state.door).await?;
+    let checks = guard::run_all(&state.door, &state.platform).await?;
     let failed: Vec<_> = checks.iter().filter(|c| !c.passed).collect();
     if !failed.is_empty() {
         for c in &failed {
@@ -178,24 +179,18 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
 
 async fn migrate_cmd(config: Config) -> anyhow::Result<ExitCode> {
     let owner = config.migration_database_url()?.to_string();
-    let password = app_password(&config);
-    let applied = migrate::run(&owner, &config.database.app_role, password.as_deref()).await?;
+    let roles = Roles::from_config(&config);
+    let applied = migrate::run(&owner, &roles).await?;
     if applied.is_empty() {
         println!("migrations: up to date ({})", migrate::latest_version());
     } else {
         println!("migrations applied: {}", applied.join(", "));
     }
-    println!("grants applied to role {}", config.database.app_role);
+    println!(
+        "grants applied to roles {} and {}",
+        roles.app.name, roles.platform.name
+    );
     Ok(ExitCode::SUCCESS)
-}
-
-/// If database.url carries a password for the app role, `migrate` sets it when it creates the
-/// role, so one secret configures both sides.
-fn app_password(config: &Config) -> Option<String> {
-    let url = url::Url::parse(&config.database.url).ok()?;
-    (url.username() == config.database.app_role)
-        .then(|| url.password().map(str::to_owned))
-        .flatten()
 }
 
 async fn doctor(config: Config) -> anyhow::Result<ExitCode> {
@@ -211,7 +206,7 @@ async fn doctor(config: Config) -> anyhow::Result<ExitCode> {
         }
     };
     let state = AppState::new(config, keys)?;
-    let checks = match guard::run(&state.door).await {
+    let checks = match guard::run_all(&state.door, &state.platform).await {
         Ok(c) => {
             println!("[pass] database reachable as the server's role");
             c
@@ -246,19 +241,14 @@ async fn doctor(config: Config) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// The owner's door (`database.migration_url`): creating and changing tenants is administration,
-/// not the server's business — a later issue takes `tenants` writes away from the server's role.
-/// Forced RLS binds an owner that is only the tables' owner; a superuser owner (as in `dev`)
-/// bypasses it, which is why every tenant-table statement names its `tenant_id` itself.
-fn owner_door(config: &Config) -> anyhow::Result<Door> {
-    Door::connect(config.migration_database_url()?, config)
-}
-
 async fn apply(config: Config, dir: &Path) -> anyhow::Result<ExitCode> {
     let manifests = manifest::load_dir(dir)?;
-    let door = owner_door(&config)?;
+    // The same two paths the server uses: tenants rows on the platform path, users and roles
+    // in each tenant's own transaction as the app role.
+    let door = Door::connect(config.app_database_url()?, &config)?;
+    let platform = PlatformDoor::connect(&config.platform_database_url()?, &config)?;
     for m in &manifests {
-        let applied = manifest::apply(&door, m, &Default::default())
+        let applied = manifest::apply(&door, &platform, m, &Default::default())
             .await
             .with_context(|| format!("tenant {}", m.slug))?;
         println!(
@@ -359,10 +349,8 @@ async fn dev(
 /// Migrations, signing key, demo tenants, guard, then serve until shut down.
 async fn dev_serve(mut config: Config, dir: &Path, tenants: &Path) -> anyhow::Result<ExitCode> {
     let owner_url = config.migration_database_url()?.to_string();
-    let role = config.database.app_role.clone();
-    let password = app_password(&config);
     eprintln!("==> migrations");
-    migrate::run(&owner_url, &role, password.as_deref()).await?;
+    migrate::run(&owner_url, &Roles::from_config(&config)).await?;
     // Unless one is configured, a signing key that survives restarts, so tokens stay valid
     // across `dev` runs.
     if !config.has_signing_key() {
@@ -375,7 +363,6 @@ async fn dev_serve(mut config: Config, dir: &Path, tenants: &Path) -> anyhow::Re
     }
     let keys = Keys::load(&config)?;
     let state = AppState::new(config.clone(), keys)?;
-    let owner = owner_door(&config)?;
     eprintln!("==> demo tenants from {}", tenants.display());
     let manifests = manifest::load_dir(tenants)?;
     let passwords = demo_passwords(&dir.join("dev/demo-passwords.toml"), &manifests)?;
@@ -383,7 +370,7 @@ async fn dev_serve(mut config: Config, dir: &Path, tenants: &Path) -> anyhow::Re
     let mut lines = Vec::new();
     let mut try_login = None;
     for m in &manifests {
-        let applied = manifest::apply(&owner, m, &passwords).await?;
+        let applied = manifest::apply(&state.door, &state.platform, m, &passwords).await?;
         for u in &m.users {
             let pw = u
                 .password_env
@@ -416,7 +403,7 @@ async fn dev_serve(mut config: Config, dir: &Path, tenants: &Path) -> anyhow::Re
     if let Some(line) = try_login {
         println!("{line}");
     }
-    let checks = guard::run(&state.door).await?;
+    let checks = guard::run_all(&state.door, &state.platform).await?;
     if let Some(c) = checks.iter().find(|c| !c.passed) {
         anyhow::bail!("RLS guard failed: {} — {}", c.name, c.detail);
     }

@@ -67,6 +67,11 @@ pub struct Config {
     pub tenancy: TenancyConfig,
     /// Background housekeeping.
     pub maintenance: MaintenanceConfig,
+    /// Usage metering.
+    pub metering: MeteringConfig,
+    /// Plans from `plans.toml` next to the other config files (embedded copy when missing).
+    #[serde(skip, default)]
+    pub plans: crate::limits::plans::Plans,
     /// Logging.
     pub log: LogConfig,
 }
@@ -117,6 +122,14 @@ pub struct DatabaseConfig {
     pub migration_url: String,
     /// Name of the server's role.
     pub app_role: String,
+    /// URL of the platform role: the cross-tenant path (signup, the operator API, usage
+    /// aggregation and export). Empty: derived from `url` with the user swapped for
+    /// `platform_role` (same host, database and password).
+    pub platform_url: String,
+    /// Name of the platform role `tessera migrate` creates and grants to.
+    pub platform_role: String,
+    /// Maximum pooled connections of the platform path.
+    pub platform_pool_size: usize,
     /// Maximum pooled connections.
     pub pool_size: usize,
     /// Bounded wait for a connection.
@@ -178,6 +191,18 @@ pub struct MaintenanceConfig {
     pub purge_interval_secs: u64,
 }
 
+/// `[metering]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MeteringConfig {
+    /// Seconds between flushes of in-memory `api_requests` counts (at most 10).
+    pub flush_interval_secs: u64,
+    /// Seconds after a window's end before it is final; later increments become adjustments.
+    pub grace_secs: u64,
+    /// Days a usage receipt (the dedupe record of one counted event) is kept.
+    pub receipt_retention_days: u32,
+}
+
 /// `[log]`
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -214,6 +239,7 @@ impl Config {
             .merge(env.filter(|k| k.as_str().contains("__")).split("__"));
         let mut config: Config = figment.extract().map_err(|e| ConfigError(one_line(&e)))?;
         config.profile = profile;
+        config.plans = crate::limits::plans::Plans::load(dir)?;
         config.validate()?;
         Ok(config)
     }
@@ -241,6 +267,13 @@ impl Config {
                 return fail(key, "must be at least 1");
             }
         }
+        if self.plans.max_statement_timeout_ms() > self.http.request_timeout_ms {
+            return fail(
+                "plans",
+                "a plan's statement_timeout_ms exceeds http.request_timeout_ms (the request \
+                 would be abandoned first)",
+            );
+        }
         if self.database.statement_timeout_ms > self.http.request_timeout_ms {
             return fail(
                 "database.statement_timeout_ms",
@@ -259,6 +292,30 @@ impl Config {
         }
         if !is_sql_identifier(&self.database.app_role) {
             return fail("database.app_role", "expected a lower-case SQL identifier");
+        }
+        if !is_sql_identifier(&self.database.platform_role) {
+            return fail(
+                "database.platform_role",
+                "expected a lower-case SQL identifier",
+            );
+        }
+        if self.database.platform_role == self.database.app_role {
+            return fail(
+                "database.platform_role",
+                "must differ from database.app_role (the platform path is a separate role)",
+            );
+        }
+        if self.database.platform_pool_size == 0 {
+            return fail("database.platform_pool_size", "must be at least 1");
+        }
+        if !(1..=10).contains(&self.metering.flush_interval_secs) {
+            return fail(
+                "metering.flush_interval_secs",
+                "must be between 1 and 10 (a crash loses at most this much api_requests usage)",
+            );
+        }
+        if self.metering.receipt_retention_days == 0 {
+            return fail("metering.receipt_retention_days", "must be at least 1");
         }
         if self.auth.access_ttl_secs == 0 || self.auth.access_ttl_secs > 900 {
             return fail(
@@ -328,6 +385,20 @@ impl Config {
     /// The server's database URL, or a clear error naming the key.
     pub fn app_database_url(&self) -> Result<&str, ConfigError> {
         non_empty(&self.database.url, "database.url (TESSERA_DATABASE__URL)")
+    }
+
+    /// The platform role's URL: `database.platform_url`, or `database.url` with the user swapped
+    /// for `database.platform_role`.
+    pub fn platform_database_url(&self) -> Result<String, ConfigError> {
+        if !self.database.platform_url.is_empty() {
+            return Ok(self.database.platform_url.clone());
+        }
+        let app = self.app_database_url()?;
+        let mut url = url::Url::parse(app)
+            .map_err(|e| ConfigError(format!("database.url: not a URL ({e})")))?;
+        url.set_username(&self.database.platform_role)
+            .map_err(|()| ConfigError("database.url: cannot carry a user name".into()))?;
+        Ok(url.to_string())
     }
 
     /// The owner's database URL, or a clear error naming the key.

@@ -50,6 +50,16 @@ pub enum AppError {
     /// 401: a consumed refresh token was presented; its family is now revoked.
     #[error("refresh token reused")]
     RefreshTokenReused,
+    /// 402: the plan's quota `quota` (`limit`) would be exceeded; `used` is the current count.
+    #[error("quota {quota} exceeded")]
+    QuotaExceeded {
+        /// The quota's name (`records`, `seats`, …).
+        quota: &'static str,
+        /// The tenant's limit.
+        limit: u64,
+        /// How much is in use.
+        used: u64,
+    },
     /// 403: authenticated but lacking `permission`.
     #[error("missing permission {0}")]
     Forbidden(&'static str),
@@ -129,6 +139,7 @@ impl AppError {
             Self::InvalidCredentials => "invalid_credentials",
             Self::TenantMismatch => "tenant_mismatch",
             Self::RefreshTokenReused => "refresh_token_reused",
+            Self::QuotaExceeded { .. } => "quota_exceeded",
             Self::Forbidden(_) => "forbidden",
             Self::TenantSuspended => "tenant_suspended",
             Self::NotFound => "not_found",
@@ -168,6 +179,7 @@ impl AppError {
             Self::InvalidCredentials => "Invalid credentials",
             Self::TenantMismatch => "Tenant mismatch",
             Self::RefreshTokenReused => "Refresh token reused",
+            Self::QuotaExceeded { .. } => "Quota exceeded",
             Self::Forbidden(_) => "Forbidden",
             Self::TenantSuspended => "Tenant suspended",
             Self::NotFound => "Not found",
@@ -201,6 +213,10 @@ impl AppError {
             Self::RefreshTokenReused => {
                 "This refresh token was already used; the session has been revoked.".into()
             }
+            Self::QuotaExceeded { quota, limit, used } => format!(
+                "The plan allows {limit} {quota} and {used} are in use; delete some or change \
+                 the plan."
+            ),
             Self::Forbidden(p) => format!("This action requires the `{p}` permission."),
             Self::TenantSuspended => "This tenant is suspended.".into(),
             Self::NotFound => "The requested resource does not exist.".into(),
@@ -248,6 +264,15 @@ pub struct Problem {
     /// The missing permission (only for `forbidden`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub permission: Option<&'static str>,
+    /// The quota that would be exceeded (only for `quota_exceeded`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quota: Option<&'static str>,
+    /// The tenant's limit for that quota (only for `quota_exceeded`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u64>,
+    /// How much of it is in use (only for `quota_exceeded`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub used: Option<u64>,
 }
 
 impl ResponseError for AppError {
@@ -258,6 +283,7 @@ impl ResponseError for AppError {
             | Self::InvalidCredentials
             | Self::TenantMismatch
             | Self::RefreshTokenReused => StatusCode::UNAUTHORIZED,
+            Self::QuotaExceeded { .. } => StatusCode::PAYMENT_REQUIRED,
             Self::Forbidden(_) | Self::TenantSuspended => StatusCode::FORBIDDEN,
             Self::NotFound | Self::TenantNotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
@@ -308,6 +334,18 @@ impl ResponseError for AppError {
                 Self::Forbidden(p) => Some(p),
                 _ => None,
             },
+            quota: None,
+            limit: None,
+            used: None,
+        };
+        let body = match self {
+            Self::QuotaExceeded { quota, limit, used } => Problem {
+                quota: Some(quota),
+                limit: Some(*limit),
+                used: Some(*used),
+                ..body
+            },
+            _ => body,
         };
         let mut res = HttpResponse::build(status);
         res.insert_header((header::CONTENT_TYPE, "application/problem+json"));

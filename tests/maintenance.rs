@@ -85,7 +85,9 @@ async fn purge_deletes_every_tenants_expired_rows_and_keeps_live_ones() {
     assert_eq!(rows(&db, "refresh_tokens", &a.id).await, (6, 4));
     assert_eq!(rows(&db, "refresh_tokens", &b.id).await, (1, 1));
 
-    let purged = purge_expired(&app.state.door, BATCH).await.unwrap();
+    let purged = purge_expired(&app.state.door, &app.state.platform, BATCH)
+        .await
+        .unwrap();
     assert_eq!(
         purged,
         Purged {
@@ -101,7 +103,9 @@ async fn purge_deletes_every_tenants_expired_rows_and_keeps_live_ones() {
     assert_eq!(rows(&db, "refresh_tokens", &b.id).await, (0, 1));
 
     // Nothing left to do the second time.
-    let again = purge_expired(&app.state.door, BATCH).await.unwrap();
+    let again = purge_expired(&app.state.door, &app.state.platform, BATCH)
+        .await
+        .unwrap();
     assert_eq!((again.idempotency_keys, again.refresh_tokens), (0, 0));
 }
 
@@ -114,7 +118,9 @@ async fn purge_deletes_in_bounded_batches_until_none_are_left() {
     seed_tokens(&db, &a, 25, EXPIRED, "consumed").await;
     seed_keys(&db, &b.id, "old", 10, EXPIRED).await;
 
-    let purged = purge_expired(&app.state.door, 10).await.unwrap();
+    let purged = purge_expired(&app.state.door, &app.state.platform, 10)
+        .await
+        .unwrap();
     // One statement per batch of at most 10, repeated while a batch comes back full: a's keys
     // and tokens 10+10+5 each, b's keys 10+0, b's tokens 0. An unbounded statement would take
     // a's 25 at once and need only 25+0.
@@ -148,7 +154,9 @@ async fn purge_pages_through_more_tenants_than_one_page() {
     .unwrap();
     seed_keys(&db, last, "old", 3, EXPIRED).await;
 
-    let purged = purge_expired(&app.state.door, BATCH).await.unwrap();
+    let purged = purge_expired(&app.state.door, &app.state.platform, BATCH)
+        .await
+        .unwrap();
     assert_eq!(purged.tenants, TENANT_PAGE as u64 + 1);
     assert_eq!(purged.idempotency_keys, 3);
     assert_eq!(rows(&db, "idempotency_keys", last).await, (0, 0));
@@ -160,7 +168,7 @@ async fn the_timer_purges_on_its_own_and_zero_turns_it_off() {
     let off = MaintenanceConfig {
         purge_interval_secs: 0,
     };
-    assert!(spawn_purge(app.state.door.clone(), &off).is_none());
+    assert!(spawn_purge(app.state.door.clone(), app.state.platform.clone(), &off).is_none());
 
     let a = app.signup().await;
     let db = app.db.admin().await;
@@ -168,8 +176,12 @@ async fn the_timer_purges_on_its_own_and_zero_turns_it_off() {
     seed_keys(&db, &a.id, "new", 1, LIVE).await;
     seed_tokens(&db, &a, 3, EXPIRED, "revoked").await;
 
-    let timer = spawn_purge(app.state.door.clone(), &app.state.config.maintenance)
-        .expect("an interval of 1 s turns the timer on");
+    let timer = spawn_purge(
+        app.state.door.clone(),
+        app.state.platform.clone(),
+        &app.state.config.maintenance,
+    )
+    .expect("an interval of 1 s turns the timer on");
     // The first run comes within a second (jitter), so 15 s is a generous deadline.
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
@@ -217,7 +229,9 @@ async fn a_purged_key_no_longer_binds_its_request_and_a_live_key_still_replays()
     .await
     .unwrap();
 
-    let purged = purge_expired(&app.state.door, BATCH).await.unwrap();
+    let purged = purge_expired(&app.state.door, &app.state.platform, BATCH)
+        .await
+        .unwrap();
     assert_eq!(purged.idempotency_keys, 1);
     assert_eq!(rows(&db, "idempotency_keys", &a.id).await, (0, 1));
 
@@ -255,8 +269,8 @@ async fn a_key_taken_over_while_the_purge_waits_for_it_is_kept() {
         ))
         .await
         .unwrap();
-    let door = app.state.door.clone();
-    let purge = actix_web::rt::spawn(async move { purge_expired(&door, BATCH).await });
+    let (door, platform) = (app.state.door.clone(), app.state.platform.clone());
+    let purge = actix_web::rt::spawn(async move { purge_expired(&door, &platform, BATCH).await });
     let deadline = Instant::now() + Duration::from_secs(15);
     // On Citus the DELETE waits on the worker holding the tenant's shard (as `DELETE FROM
     // public.idempotency_keys_<shard>`), so every node is asked.

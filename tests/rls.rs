@@ -17,7 +17,7 @@ async fn guard_passes_on_the_migrated_schema_as_the_app_role() {
     let app = TestApp::spawn().await;
     let checks = guard::run(&app.state.door).await.unwrap();
     // Three more on Citus (tests/citus.rs proves each can fail).
-    let expected = if app.db.cluster.is_citus() { 8 } else { 5 };
+    let expected = if app.db.cluster.is_citus() { 10 } else { 7 };
     assert_eq!(checks.len(), expected);
     assert!(failed(&checks).is_empty(), "{:?}", failed(&checks));
 }
@@ -175,8 +175,8 @@ async fn doctor_prints_every_check_and_fails_for_a_bypassing_role() {
         "{stdout}{}",
         String::from_utf8_lossy(&ok.stderr)
     );
-    // Three more on Citus: placement, shards, SET LOCAL propagation.
-    let checks = if app.db.cluster.is_citus() { 12 } else { 9 };
+    // Both roles' checks; three more on Citus: placement, shards, SET LOCAL propagation.
+    let checks = if app.db.cluster.is_citus() { 18 } else { 15 };
     assert_eq!(stdout.matches("[pass]").count(), checks, "{stdout}");
     assert!(
         stdout.contains("[pass] server messages in English"),
@@ -530,20 +530,21 @@ async fn a_pool_of_one_never_leaks_tenant_context_between_requests() {
 }
 
 #[actix_web::test]
-async fn tenants_apply_runs_as_the_owner_role_not_the_servers() {
+async fn tenants_apply_runs_on_the_servers_two_roles_not_the_owner() {
     let db = TestDb::new().await;
-    // The server's URL points nowhere: a command that used it could not create anything.
+    // The owner's URL points nowhere: tenants rows go through the platform role, users and
+    // roles through the app role, as in the server.
     let out = tessera_command()
         .args([
             "tenants",
             "apply",
             concat!(env!("CARGO_MANIFEST_DIR"), "/tenants"),
         ])
-        .env("TESSERA_DATABASE__MIGRATION_URL", db.admin_url())
         .env(
-            "TESSERA_DATABASE__URL",
-            "postgres://tessera_app@127.0.0.1:1/nowhere",
+            "TESSERA_DATABASE__MIGRATION_URL",
+            "postgres://postgres@127.0.0.1:1/nowhere",
         )
+        .env("TESSERA_DATABASE__URL", db.app_url())
         .env("ACME_OWNER_PASSWORD", "a long enough password")
         .env("GLOBEX_OWNER_PASSWORD", "another long password")
         .output()
@@ -556,4 +557,195 @@ async fn tenants_apply_runs_as_the_owner_role_not_the_servers() {
     );
     assert!(stdout.contains("tenant acme"), "{stdout}");
     assert_eq!(db.tenant_slugs().await, ["acme", "globex"]);
+}
+
+/// Runs `sql` as the app role inside tenant `tenant`'s context; returns the rows' first column
+/// as text (a SELECT) or `affected <n>` (anything else), or the error text.
+async fn in_tenant(db: &TestDb, tenant: &str, sql: &str) -> Result<Vec<String>, String> {
+    let c = db.as_app().await;
+    c.batch_execute(&format!("BEGIN; SET LOCAL app.tenant_id = '{tenant}'"))
+        .await
+        .unwrap();
+    let out = c
+        .simple_query(sql)
+        .await
+        .map(|msgs| {
+            msgs.iter()
+                .filter_map(|m| match m {
+                    tokio_postgres::SimpleQueryMessage::Row(r) => {
+                        Some(r.get(0).unwrap_or_default().to_string())
+                    }
+                    tokio_postgres::SimpleQueryMessage::CommandComplete(n)
+                        if !sql.starts_with("SELECT") =>
+                    {
+                        Some(format!("affected {n}"))
+                    }
+                    _ => None,
+                })
+                .collect()
+        })
+        .map_err(|e| format!("{e:?}"));
+    c.batch_execute("ROLLBACK").await.ok();
+    out
+}
+
+#[actix_web::test]
+async fn a_tenant_transaction_sees_only_its_own_tenants_row_and_cannot_change_plan_or_status() {
+    let app = TestApp::spawn().await;
+    let (a, b) = (app.signup().await, app.signup().await);
+    let db = &app.db;
+    // Only its own row, whatever the query asks for.
+    let seen = in_tenant(db, &a.id, "SELECT slug FROM tenants")
+        .await
+        .unwrap();
+    assert_eq!(seen, [a.slug.clone()]);
+    let seen = in_tenant(
+        db,
+        &a.id,
+        &format!("SELECT slug FROM tenants WHERE id = '{}'", b.id),
+    )
+    .await
+    .unwrap();
+    assert!(seen.is_empty(), "{seen:?}");
+    // Another tenant's row: not visible to UPDATE either, so nothing changes.
+    let upd = in_tenant(
+        db,
+        &a.id,
+        &format!("UPDATE tenants SET name = 'pwned' WHERE id = '{}'", b.id),
+    )
+    .await
+    .unwrap();
+    assert_eq!(upd, ["affected 0"]);
+    // Its own plan, status and overrides: no privilege at all.
+    for column in [
+        "plan = 'enterprise'",
+        "status = 'active'",
+        "quota_overrides = '{}'",
+    ] {
+        let e = in_tenant(
+            db,
+            &a.id,
+            &format!("UPDATE tenants SET {column} WHERE id = '{}'", a.id),
+        )
+        .await
+        .unwrap_err();
+        assert!(e.contains("permission denied"), "{column}: {e}");
+    }
+    // Nor may it insert a tenant row, or delete one.
+    let e = in_tenant(
+        db,
+        &a.id,
+        &format!(
+            "INSERT INTO tenants (id, slug, name) VALUES ('{}', 'x-new', 'x')",
+            a.id
+        ),
+    )
+    .await
+    .unwrap_err();
+    assert!(e.contains("permission denied"), "{e}");
+    let e = in_tenant(db, &a.id, "DELETE FROM tenants")
+        .await
+        .unwrap_err();
+    assert!(e.contains("permission denied"), "{e}");
+    // Without a tenant context: nothing at all.
+    let c = db.as_app().await;
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM tenants", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0);
+    // Its self-service columns it may change (the narrow path PATCH /v1/tenant uses).
+    let upd = in_tenant(
+        db,
+        &a.id,
+        &format!("UPDATE tenants SET name = 'Renamed' WHERE id = '{}'", a.id),
+    )
+    .await
+    .unwrap();
+    assert_eq!(upd, ["affected 1"]);
+}
+
+#[actix_web::test]
+async fn the_platform_role_sees_every_tenant_but_no_tenant_data_without_context() {
+    let app = TestApp::spawn().await;
+    let (a, _b) = (app.signup().await, app.signup().await);
+    app.create_contact(&a, json!({"email": "x@example.com"}))
+        .await;
+    let p = app.db.as_platform().await;
+    let n: i64 = p
+        .query_one("SELECT count(*) FROM tenants", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 2);
+    // No grant on the CRM tables at all.
+    let e = p.query("SELECT * FROM contacts", &[]).await.unwrap_err();
+    assert!(format!("{e:?}").contains("permission denied"), "{e:?}");
+    // Tables it shares with tenants (the audit trail) stay behind the tenant policy.
+    let n: i64 = p
+        .query_one("SELECT count(*) FROM audit_events", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0);
+}
+
+#[actix_web::test]
+async fn guard_fails_when_a_policy_opens_tenants_to_the_app_role() {
+    let app = TestApp::spawn().await;
+    let admin = app.db.admin().await;
+    admin
+        .batch_execute("CREATE POLICY leak ON tenants FOR SELECT USING (true)")
+        .await
+        .unwrap();
+    let f = failed(&guard::run(&app.state.door).await.unwrap());
+    assert!(
+        f.iter()
+            .any(|m| m.contains("no policy opens") && m.contains("public.tenants (leak)")),
+        "{f:?}"
+    );
+    // A policy TO the app role only, on a tenant table, is caught the same way.
+    execute_each(
+        &admin,
+        "DROP POLICY leak ON tenants;          CREATE POLICY wide ON contacts TO tessera_app USING (tenant_id IS NOT NULL);",
+    )
+    .await
+    .unwrap();
+    let f = failed(&guard::run(&app.state.door).await.unwrap());
+    assert!(
+        f.iter().any(|m| m.contains("public.contacts (wide)")),
+        "{f:?}"
+    );
+}
+
+#[actix_web::test]
+async fn guard_fails_when_the_app_role_is_granted_the_platform_role() {
+    // Roles are cluster-wide and tests run in parallel, so a fresh pair stands in for
+    // tessera_app and tessera_platform: an app-like role made a member of a platform-like one.
+    let app = TestApp::spawn().await;
+    let (app_like, platform_like) = (
+        make_role(&app, "NOBYPASSRLS").await,
+        make_role(&app, "NOBYPASSRLS").await,
+    );
+    let door = door_for(&url_as(&app, &app_like));
+    let before = failed(&guard::run(&door).await.unwrap());
+    assert!(
+        !before.iter().any(|m| m.contains("member of no other role")),
+        "{before:?}"
+    );
+    let admin = app.db.admin().await;
+    admin
+        .batch_execute(&format!("GRANT {platform_like} TO {app_like}"))
+        .await
+        .unwrap();
+    let f = failed(&guard::run(&door).await.unwrap());
+    assert!(
+        f.iter()
+            .any(|m| m.contains("member of no other role") && m.contains(&platform_like)),
+        "{f:?}"
+    );
+    // And the real platform role passes its own checks.
+    let f = failed(&guard::run_platform(&app.state.platform).await.unwrap());
+    assert!(f.is_empty(), "{f:?}");
 }

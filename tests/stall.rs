@@ -185,7 +185,7 @@ async fn statement_timeout_binds_every_pooled_connection_and_is_retryable() {
     let slow = app
         .state
         .door
-        .platform(true, |tx| {
+        .catalog(true, |tx| {
             async move { sleep_past_the_timeout(tx.conn()).await }.scope_boxed()
         })
         .await;

@@ -98,6 +98,7 @@ async fn load(
         TxScope {
             tenant,
             user: Some(user),
+            statement_timeout_ms: None,
         },
         |tx| {
             async move {

@@ -19,8 +19,10 @@ use crate::http::principal::{
     HostTenant, Principal, audit_context, client_ip, credential_tenant, throttle_key,
 };
 use crate::ids::{SessionId, TenantId, UserId};
+use crate::limits::plans::{DEFAULT_PLAN, Plans};
+use crate::limits::quota::{self, Quota};
 use crate::tenancy::host::{HostTarget, SLUG_MAX, SLUG_MIN, SLUG_PATTERN, valid_slug};
-use crate::tenancy::{Tenant, TxScope};
+use crate::tenancy::{Tenant, TxScope, provision};
 
 /// Access + refresh token pair.
 #[derive(Debug, Serialize, ToSchema)]
@@ -80,7 +82,7 @@ pub struct SignupRequest {
 mod api_schema {
     use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
 
-    use super::{MAX_NAME, SIGNUP_PLANS};
+    use super::MAX_NAME;
     use crate::auth::password::{MAX_LEN, MIN_LEN};
     use crate::auth::refresh::TOKEN_PATTERN;
     use crate::auth::users::MAX_EMAIL;
@@ -152,12 +154,16 @@ mod api_schema {
         ObjectBuilder::new()
             .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
             .enum_values(Some(
-                SIGNUP_PLANS
+                crate::limits::plans::Plans::embedded()
                     .iter()
-                    .map(|p| serde_json::Value::from(*p))
+                    .filter(|(_, p)| p.self_serve)
+                    .map(|(name, _)| serde_json::Value::from(name))
                     .chain([serde_json::Value::Null]),
             ))
-            .description(Some("Plan name; absent or `null` means `free`."))
+            .description(Some(
+                "A self-serve plan (`self_serve = true` in plans.toml; the built-in plans are \
+                 listed); absent or `null` means `free`.",
+            ))
     }
 }
 
@@ -181,9 +187,6 @@ fn carrying_credentials(status: StatusCode) -> HttpResponseBuilder {
     res
 }
 
-/// Plans a signup may pick until the plans catalogue arrives.
-const SIGNUP_PLANS: &[&str] = &["free"];
-
 /// Longest display name (tenant or user), in characters.
 const MAX_NAME: usize = 200;
 
@@ -193,7 +196,7 @@ fn display_name_ok(name: &str) -> bool {
     (1..=MAX_NAME).contains(&name.trim().chars().count())
 }
 
-fn validate_signup(req: &SignupRequest) -> Result<(), AppError> {
+fn validate_signup(req: &SignupRequest, plans: &Plans) -> Result<(), AppError> {
     let mut errors = Vec::new();
     if !valid_slug(&req.tenant.slug) {
         errors.push(FieldError::new(
@@ -226,9 +229,13 @@ fn validate_signup(req: &SignupRequest) -> Result<(), AppError> {
         ));
     }
     if let Some(plan) = &req.plan
-        && !SIGNUP_PLANS.contains(&plan.as_str())
+        && !plans.is_self_serve(plan)
     {
-        errors.push(FieldError::new("plan", "invalid_value", "unknown plan"));
+        errors.push(FieldError::new(
+            "plan",
+            "invalid_value",
+            "not a plan signup may choose",
+        ));
     }
     if errors.is_empty() {
         Ok(())
@@ -268,7 +275,7 @@ pub async fn signup(
     let ip = throttle_key(client_ip(&req));
     state.throttles.signup_ip.check(&ip)?;
     let input = body.value;
-    validate_signup(&input)?;
+    validate_signup(&input, &state.config.plans)?;
     let hash = password::hash(input.user.password.clone()).await?;
     let tenant_id = TenantId::new();
     let session = SessionId::new();
@@ -278,25 +285,19 @@ pub async fn signup(
         tenant_id,
         &input.tenant.slug,
         input.tenant.name.trim(),
-        input.plan.as_deref().unwrap_or("free"),
+        input.plan.as_deref().unwrap_or(DEFAULT_PLAN),
     );
-    let tenant_row = tenant.clone();
+    let seats = tenant.limits(&state.config.plans).quotas.seats;
+    // The tenants row is platform data: reserved on the platform path, then the owner is
+    // created in the tenant's own transaction, then the tenant is activated (tenancy::provision).
+    provision::reserve(&state.platform, &tenant).await?;
     let result = state
         .door
         .write(TxScope::tenant(tenant_id), |tx| {
             async move {
-                use crate::db::schema::tenants;
-                use diesel_async::RunQueryDsl;
-                // ON CONFLICT keeps the slug check race-free without a failed statement.
-                let inserted = diesel::insert_into(tenants::table)
-                    .values(&tenant_row)
-                    .on_conflict_do_nothing()
-                    .execute(tx.conn())
-                    .await?;
-                if inserted == 0 {
-                    return Err(AppError::SlugTaken);
-                }
                 let role_ids = roles::ensure_system_roles(tx).await?;
+                provision::start_counters(tx, 0).await?;
+                quota::take(tx, Quota::Seats, seats).await?;
                 let user =
                     users::insert(tx, &input.user.email, &input.user.name, Some(&hash)).await?;
                 roles::assign(tx, user.id, role_ids["owner"]).await?;
@@ -318,6 +319,10 @@ pub async fn signup(
             .scope_boxed()
         })
         .await;
+    match &result {
+        Ok(_) => provision::activate(&state.platform, tenant_id).await?,
+        Err(_) => provision::release(&state.platform, tenant_id).await,
+    }
     let (user, refresh_token) = result?;
     state.directory.invalidate(tenant_id, &tenant.slug).await;
     let access_token =
@@ -415,6 +420,7 @@ pub async fn login(
             TxScope {
                 tenant: tenant_id,
                 user: Some(user_id),
+                statement_timeout_ms: None,
             },
             |tx| {
                 async move {

@@ -69,6 +69,12 @@ pub const PLACEMENTS: &[(&str, Placement)] = &[
     ("audit_heads", Placement::ByTenant),
     ("audit_events", Placement::ByTenant),
     ("idempotency_keys", Placement::ByTenant),
+    ("quota_counters", Placement::ByTenant),
+    ("usage_windows", Placement::ByTenant),
+    ("usage_receipts", Placement::ByTenant),
+    ("usage_adjustments", Placement::ByTenant),
+    // Operator credentials: tiny, read once per key and cached; never joined with tenant data.
+    ("platform_keys", Placement::CoordinatorOnly),
     ("__diesel_schema_migrations", Placement::CoordinatorOnly),
 ];
 

@@ -8,7 +8,9 @@ use diesel::sql_types::{Bool, Text};
 use diesel_async::RunQueryDsl;
 use diesel_async::scoped_futures::ScopedFutureExt;
 
-use crate::tenancy::Door;
+use crate::error::AppResult;
+use crate::tenancy::door::PlatformTx;
+use crate::tenancy::{Door, PlatformDoor};
 
 /// One check's outcome.
 #[derive(Debug, Clone)]
@@ -33,10 +35,12 @@ struct Flags {
     bypassrls: bool,
 }
 
-/// Tables in user schemas that have a `tenant_id` column.
+/// Tables in user schemas that hold tenant rows: those with a `tenant_id` column, and `tenants`
+/// itself (keyed by `id`).
 const TENANT_TABLES: &str = "SELECT c.oid, n.nspname, c.relname, c.relrowsecurity, c.relforcerowsecurity, c.relowner \
      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-     JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'tenant_id' AND NOT a.attisdropped \
+     JOIN pg_attribute a ON a.attrelid = c.oid AND NOT a.attisdropped \
+       AND (a.attname = 'tenant_id' OR (c.relname = 'tenants' AND a.attname = 'id')) \
      WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
        AND n.nspname NOT LIKE 'pg_toast%'";
 
@@ -48,31 +52,159 @@ fn list(rows: &[Row]) -> String {
         .join(", ")
 }
 
-/// Runs every check.
+/// The catalogue facts about the connected role that both roles are checked on.
+struct RoleFacts {
+    flags: Flags,
+    escalations: Vec<Row>,
+    memberships: Vec<Row>,
+    owned: Vec<Row>,
+}
+
+/// Reads [`RoleFacts`] for `current_user`.
+async fn role_facts(tx: &mut PlatformTx<'_>) -> AppResult<RoleFacts> {
+    let flags: Flags = diesel::sql_query(
+        "SELECT current_user::text AS role, rolsuper AS superuser, rolbypassrls AS bypassrls \
+         FROM pg_roles WHERE rolname = current_user",
+    )
+    .get_result(tx.conn())
+    .await?;
+    // Roles this one can become (SET ROLE) and that could bypass RLS.
+    let escalations: Vec<Row> = diesel::sql_query(
+        "SELECT rolname::text AS item FROM pg_roles r \
+         WHERE r.rolname <> current_user AND pg_has_role(current_user, r.oid, 'MEMBER') \
+           AND (r.rolsuper OR r.rolbypassrls)",
+    )
+    .load(tx.conn())
+    .await?;
+    // Any other role this one can act as: the other server role (app ↔ platform), the owner,
+    // anything with grants of its own. PostgreSQL's predefined pg_* roles grant no table access.
+    let memberships: Vec<Row> = diesel::sql_query(
+        "SELECT rolname::text AS item FROM pg_roles r \
+         WHERE r.rolname <> current_user AND r.rolname NOT LIKE 'pg\\_%' \
+           AND pg_has_role(current_user, r.oid, 'MEMBER') ORDER BY 1",
+    )
+    .load(tx.conn())
+    .await?;
+    let owned: Vec<Row> = diesel::sql_query(
+        "SELECT n.nspname || '.' || c.relname AS item FROM pg_class c \
+         JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
+           AND n.nspname NOT LIKE 'pg_toast%' AND pg_has_role(current_user, c.relowner, 'MEMBER') \
+         ORDER BY 1",
+    )
+    .load(tx.conn())
+    .await?;
+    Ok(RoleFacts {
+        flags,
+        escalations,
+        memberships,
+        owned,
+    })
+}
+
+/// Check names, per role.
+struct Names {
+    superuser: &'static str,
+    bypass: &'static str,
+    member: &'static str,
+    owns: &'static str,
+}
+
+const APP_NAMES: Names = Names {
+    superuser: "role is not superuser",
+    bypass: "role cannot bypass RLS",
+    member: "role is a member of no other role",
+    owns: "role owns no table",
+};
+
+const PLATFORM_NAMES: Names = Names {
+    superuser: "platform role is not superuser",
+    bypass: "platform role cannot bypass RLS",
+    member: "platform role is a member of no other role",
+    owns: "platform role owns no table",
+};
+
+fn role_checks(facts: &RoleFacts, names: &Names) -> Vec<Check> {
+    let RoleFacts {
+        flags,
+        escalations,
+        memberships,
+        owned,
+    } = facts;
+    vec![
+        Check {
+            name: names.superuser,
+            passed: !flags.superuser,
+            detail: format!("role {}", flags.role),
+        },
+        Check {
+            name: names.bypass,
+            passed: !flags.bypassrls && escalations.is_empty(),
+            detail: if flags.bypassrls {
+                "role has BYPASSRLS".into()
+            } else if !escalations.is_empty() {
+                format!("member of privileged roles: {}", list(escalations))
+            } else {
+                "NOBYPASSRLS, no privileged memberships".into()
+            },
+        },
+        Check {
+            name: names.member,
+            passed: memberships.is_empty(),
+            detail: if memberships.is_empty() {
+                "ok".into()
+            } else {
+                format!("can act as: {}", list(memberships))
+            },
+        },
+        Check {
+            name: names.owns,
+            passed: owned.is_empty(),
+            detail: if owned.is_empty() {
+                "ok".into()
+            } else {
+                format!("owns: {}", list(owned))
+            },
+        },
+    ]
+}
+
+/// The one policy expression that may let the app role see a row: the row's tenant is the
+/// transaction's (`tenant_id` on tenant tables, `id` on `tenants`), as PostgreSQL prints it back.
+const ISOLATING: [&str; 2] = [
+    "(tenant_id = (NULLIF(current_setting('app.tenant_id'::text, true), ''::text))::uuid)",
+    "(id = (NULLIF(current_setting('app.tenant_id'::text, true), ''::text))::uuid)",
+];
+
+/// Permissive policies that apply to the connected role (directly, through PUBLIC or a role it
+/// belongs to) and whose USING or WITH CHECK is anything but [`ISOLATING`]: each would let the
+/// role see or write another tenant's rows. Restrictive policies only narrow and are ignored.
+fn open_policies_sql() -> String {
+    let allowed = ISOLATING
+        .iter()
+        .map(|e| format!("'{}'", e.replace('\'', "''")))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "SELECT n.nspname || '.' || c.relname || ' (' || p.polname || ')' AS item \
+         FROM pg_policy p JOIN pg_class c ON c.oid = p.polrelid \
+         JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE p.polpermissive \
+           AND (0 = ANY (p.polroles) OR EXISTS (SELECT 1 FROM unnest(p.polroles) r \
+                WHERE pg_has_role(current_user, r, 'MEMBER'))) \
+           AND (coalesce(pg_get_expr(p.polqual, p.polrelid), '') NOT IN ({allowed}) \
+                OR coalesce(pg_get_expr(p.polwithcheck, p.polrelid), \
+                            pg_get_expr(p.polqual, p.polrelid)) NOT IN ({allowed})) \
+         ORDER BY 1"
+    )
+}
+
+/// Runs every check of the server's (app) role.
 pub async fn run(door: &Door) -> anyhow::Result<Vec<Check>> {
     let result = door
-        .platform(true, |tx| {
+        .catalog(true, |tx| {
             async move {
-                let flags: Flags = diesel::sql_query(
-                    "SELECT current_user::text AS role, rolsuper AS superuser, rolbypassrls AS bypassrls \
-                     FROM pg_roles WHERE rolname = current_user",
-                )
-                .get_result(tx.conn())
-                .await?;
-                // Roles this one can become (SET ROLE) and that could bypass RLS.
-                let escalations: Vec<Row> = diesel::sql_query(
-                    "SELECT rolname::text AS item FROM pg_roles r \
-                     WHERE r.rolname <> current_user AND pg_has_role(current_user, r.oid, 'MEMBER') \
-                       AND (r.rolsuper OR r.rolbypassrls)",
-                )
-                .load(tx.conn())
-                .await?;
-                let owned: Vec<Row> = diesel::sql_query(format!(
-                    "SELECT t.nspname || '.' || t.relname AS item FROM ({TENANT_TABLES}) t \
-                     WHERE pg_has_role(current_user, t.relowner, 'MEMBER')"
-                ))
-                .load(tx.conn())
-                .await?;
+                let facts = role_facts(tx).await?;
                 let unforced: Vec<Row> = diesel::sql_query(format!(
                     "SELECT t.nspname || '.' || t.relname AS item FROM ({TENANT_TABLES}) t \
                      WHERE NOT (t.relrowsecurity AND t.relforcerowsecurity)"
@@ -91,40 +223,19 @@ pub async fn run(door: &Door) -> anyhow::Result<Vec<Check>> {
                 ))
                 .load(tx.conn())
                 .await?;
-                Ok((flags, escalations, owned, unforced, no_policy, count))
+                let open: Vec<Row> = diesel::sql_query(open_policies_sql())
+                    .load(tx.conn())
+                    .await?;
+                Ok((facts, unforced, no_policy, count, open))
             }
             .scope_boxed()
         })
         .await
         .map_err(|e| anyhow::anyhow!("running the RLS guard: {e}"))?;
-    let (flags, escalations, owned, unforced, no_policy, count) = result;
+    let (facts, unforced, no_policy, count, open) = result;
     let tables = count.into_iter().next().map(|r| r.item).unwrap_or_default();
-    let mut checks = vec![
-        Check {
-            name: "role is not superuser",
-            passed: !flags.superuser,
-            detail: format!("role {}", flags.role),
-        },
-        Check {
-            name: "role cannot bypass RLS",
-            passed: !flags.bypassrls && escalations.is_empty(),
-            detail: if flags.bypassrls {
-                "role has BYPASSRLS".into()
-            } else if !escalations.is_empty() {
-                format!("member of privileged roles: {}", list(&escalations))
-            } else {
-                "NOBYPASSRLS, no privileged memberships".into()
-            },
-        },
-        Check {
-            name: "role owns no tenant table",
-            passed: owned.is_empty(),
-            detail: if owned.is_empty() {
-                "ok".into()
-            } else {
-                format!("owns: {}", list(&owned))
-            },
-        },
+    let mut checks = role_checks(&facts, &APP_NAMES);
+    checks.extend([
         Check {
             name: "RLS enabled and forced on every tenant table",
             passed: unforced.is_empty() && tables != "0",
@@ -145,7 +256,16 @@ pub async fn run(door: &Door) -> anyhow::Result<Vec<Check>> {
                 format!("missing: {}", list(&no_policy))
             },
         },
-    ];
+        Check {
+            name: "no policy opens another tenant's rows to the role",
+            passed: open.is_empty(),
+            detail: if open.is_empty() {
+                "every policy that applies is keyed by app.tenant_id".into()
+            } else {
+                format!("open: {}", list(&open))
+            },
+        },
+    ]);
     checks.extend(citus_checks(door).await?);
     Ok(checks)
 }
@@ -173,7 +293,7 @@ async fn citus_checks(door: &Door) -> anyhow::Result<Vec<Check>> {
     }
     let anchor = crate::db::citus::ANCHOR;
     let result = door
-        .platform(true, move |tx| {
+        .catalog(true, move |tx| {
             async move {
                 let citus: Vec<Row> = diesel::sql_query(crate::db::citus::EXTENSION_QUERY)
                     .load(tx.conn())
@@ -183,7 +303,7 @@ async fn citus_checks(door: &Door) -> anyhow::Result<Vec<Check>> {
                 }
                 let undistributed: Vec<Row> = diesel::sql_query(format!(
                     "SELECT t.nspname || '.' || t.relname AS item FROM ({TENANT_TABLES}) t \
-                     WHERE NOT EXISTS (SELECT 1 FROM pg_dist_partition p \
+                     WHERE t.relname <> 'tenants' AND NOT EXISTS (SELECT 1 FROM pg_dist_partition p \
                        WHERE p.logicalrelid = t.oid AND p.partmethod = 'h' \
                          AND column_to_column_name(p.logicalrelid, p.partkey) = 'tenant_id' \
                          AND p.colocationid = (SELECT colocationid FROM pg_dist_partition \
@@ -283,7 +403,7 @@ async fn citus_checks(door: &Door) -> anyhow::Result<Vec<Check>> {
 /// retryable 503. Not a reason to refuse to start: `doctor` and `serve` say so.
 pub async fn non_english_messages(door: &Door) -> anyhow::Result<Option<String>> {
     let setting: Row = door
-        .platform(true, |tx| {
+        .catalog(true, |tx| {
             async move {
                 Ok(
                     diesel::sql_query("SELECT current_setting('lc_messages') AS item")
@@ -315,4 +435,21 @@ mod tests {
             assert!(!super::is_english(lc), "{lc}");
         }
     }
+}
+
+/// The platform role's checks: not superuser, no BYPASSRLS, a member of no other role (the app
+/// role above all), owns no table.
+pub async fn run_platform(platform: &PlatformDoor) -> anyhow::Result<Vec<Check>> {
+    let facts = platform
+        .tx(true, |tx| async move { role_facts(tx).await }.scope_boxed())
+        .await
+        .map_err(|e| anyhow::anyhow!("running the platform role's guard: {e}"))?;
+    Ok(role_checks(&facts, &PLATFORM_NAMES))
+}
+
+/// Both roles' checks, as `serve`, `dev` and `doctor` run them.
+pub async fn run_all(door: &Door, platform: &PlatformDoor) -> anyhow::Result<Vec<Check>> {
+    let mut checks = run(door).await?;
+    checks.extend(run_platform(platform).await?);
+    Ok(checks)
 }

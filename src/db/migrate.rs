@@ -68,15 +68,10 @@ impl Migration<Pg> for Statementwise {
     }
 }
 
-/// Applies pending migrations and the app role's grants; returns the versions applied.
-pub async fn run(
-    owner_url: &str,
-    app_role: &str,
-    app_password: Option<&str>,
-) -> anyhow::Result<Vec<String>> {
+/// Applies pending migrations and both roles' grants; returns the versions applied.
+pub async fn run(owner_url: &str, roles: &grants::Roles) -> anyhow::Result<Vec<String>> {
     let url = owner_url.to_string();
-    let role = app_role.to_string();
-    let password = app_password.map(str::to_owned);
+    let roles = roles.clone();
     // The harness is synchronous; keep it off the async workers.
     tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<String>> {
         let mut conn = AsyncConnectionWrapper::<AsyncPgConnection>::establish(&url)
@@ -102,9 +97,14 @@ pub async fn run(
                 citus::reconcile(&mut conn)?;
             }
         }
-        for sql in grants::statements(&role, password.as_deref()) {
-            diesel::connection::SimpleConnection::batch_execute(&mut conn, &sql)
-                .map_err(|e| anyhow::anyhow!("granting to {role}: {e}"))?;
+        for sql in grants::statements(&roles) {
+            diesel::connection::SimpleConnection::batch_execute(&mut conn, &sql).map_err(|e| {
+                anyhow::anyhow!(
+                    "granting to {} and {}: {e}",
+                    roles.app.name,
+                    roles.platform.name
+                )
+            })?;
         }
         Ok(applied)
     })

@@ -12,6 +12,10 @@ diesel::table! {
         updated_at -> Timestamptz,
         deleted_at -> Nullable<Timestamptz>,
         version -> Int8,
+        settings -> Jsonb,
+        quota_overrides -> Jsonb,
+        rate_overrides -> Jsonb,
+        purge_after -> Nullable<Timestamptz>,
     }
 }
 
@@ -134,6 +138,57 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    quota_counters (tenant_id) {
+        tenant_id -> Uuid,
+        records -> Int8,
+        seats -> Int8,
+        webhook_endpoints -> Int8,
+    }
+}
+
+diesel::table! {
+    usage_windows (tenant_id, meter, window_start) {
+        tenant_id -> Uuid,
+        meter -> Text,
+        window_start -> Timestamptz,
+        value -> Int8,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    usage_receipts (tenant_id, event_id) {
+        tenant_id -> Uuid,
+        event_id -> Text,
+        recorded_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    usage_adjustments (tenant_id, id) {
+        tenant_id -> Uuid,
+        id -> Uuid,
+        meter -> Text,
+        window_start -> Timestamptz,
+        value -> Int8,
+        event_id -> Text,
+        recorded_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    platform_keys (id) {
+        id -> Uuid,
+        name -> Text,
+        prefix -> Text,
+        key_hash -> Bytea,
+        scopes -> Array<Text>,
+        created_at -> Timestamptz,
+        revoked_at -> Nullable<Timestamptz>,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
     tenants,
     users,
@@ -145,4 +200,9 @@ diesel::allow_tables_to_appear_in_same_query!(
     audit_events,
     audit_heads,
     idempotency_keys,
+    quota_counters,
+    usage_windows,
+    usage_receipts,
+    usage_adjustments,
+    platform_keys,
 );

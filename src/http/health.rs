@@ -36,7 +36,7 @@ struct Version {
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
     let applied = state
         .door
-        .platform(true, |tx| {
+        .catalog(true, |tx| {
             async move {
                 let v: Version = diesel::sql_query(
                     "SELECT max(version) AS version FROM __diesel_schema_migrations",

@@ -15,6 +15,7 @@ use crate::app::AppState;
 use crate::audit::Context as AuditContext;
 use crate::error::AppError;
 use crate::ids::{SessionId, TenantId, UserId};
+use crate::limits::plans::Limits;
 use crate::tenancy::host::HostTarget;
 use crate::tenancy::{Tenant, TxScope};
 
@@ -36,7 +37,7 @@ impl FromRequest for HostTenant {
                 HostTarget::Tenant(slug) => {
                     let tenant = state.directory.by_slug(&slug).await?;
                     let tenant = tenant
-                        .filter(|t| !t.is_deleted())
+                        .filter(|t| !t.is_gone())
                         .ok_or(AppError::TenantNotFound)?;
                     if tenant.is_suspended() {
                         return Err(AppError::TenantSuspended);
@@ -69,6 +70,8 @@ pub struct Principal {
     pub actor: Actor,
     /// Roles and permissions.
     pub grants: Arc<Grants>,
+    /// The tenant's effective limits (plan plus overrides).
+    pub limits: Limits,
     /// Request metadata for audit events.
     pub audit: AuditContext,
 }
@@ -100,6 +103,7 @@ impl Principal {
         TxScope {
             tenant: self.tenant.id,
             user: Some(self.user_id()),
+            statement_timeout_ms: Some(self.limits.statement_timeout_ms),
         }
     }
 }
@@ -133,6 +137,7 @@ impl FromRequest for Principal {
             span.record("user.id", tracing::field::display(user));
             // Stage 3, rate limiting per tenant, is added by the plans & limits issue.
             Ok(Principal {
+                limits: tenant.limits(&state.config.plans),
                 tenant,
                 actor: Actor::User { id: user, session },
                 grants,
@@ -155,7 +160,7 @@ pub async fn credential_tenant(
         None => {
             let t = state.directory.by_id(claimed).await?;
             let t = t
-                .filter(|t| !t.is_deleted())
+                .filter(|t| !t.is_gone())
                 .ok_or(AppError::Unauthenticated)?;
             if t.is_suspended() {
                 return Err(AppError::TenantSuspended);

@@ -13,7 +13,7 @@ use actix_web::rt::task::JoinHandle;
 use rand::Rng;
 
 use crate::config::MaintenanceConfig;
-use crate::tenancy::Door;
+use crate::tenancy::{Door, PlatformDoor};
 
 pub use purge::{BATCH, Purged, TENANT_PAGE, purge_expired};
 
@@ -23,7 +23,11 @@ const MAX_FIRST_DELAY: Duration = Duration::from_secs(300);
 /// Spawns the purge timer on the current actix runtime: a first purge after a random delay, then
 /// one every `maintenance.purge_interval_secs` after the previous one ends (so runs never
 /// overlap in one process). `None` when the interval is 0 (off).
-pub fn spawn_purge(door: Door, cfg: &MaintenanceConfig) -> Option<JoinHandle<()>> {
+pub fn spawn_purge(
+    door: Door,
+    platform: PlatformDoor,
+    cfg: &MaintenanceConfig,
+) -> Option<JoinHandle<()>> {
     if cfg.purge_interval_secs == 0 {
         tracing::info!("purge of expired rows is off (maintenance.purge_interval_secs = 0)");
         return None;
@@ -34,7 +38,7 @@ pub fn spawn_purge(door: Door, cfg: &MaintenanceConfig) -> Option<JoinHandle<()>
     Some(actix_web::rt::spawn(async move {
         actix_web::rt::time::sleep(first).await;
         loop {
-            purge_once(&door).await;
+            purge_once(&door, &platform).await;
             actix_web::rt::time::sleep(every).await;
         }
     }))
@@ -42,9 +46,9 @@ pub fn spawn_purge(door: Door, cfg: &MaintenanceConfig) -> Option<JoinHandle<()>
 
 /// One timed purge, logged; a failure waits for the next interval (the purge resumes where the
 /// rows are, so nothing is lost).
-async fn purge_once(door: &Door) {
+async fn purge_once(door: &Door, platform: &PlatformDoor) {
     let started = Instant::now();
-    match purge_expired(door, BATCH).await {
+    match purge_expired(door, platform, BATCH).await {
         Ok(p) => tracing::info!(
             purge.tenants = p.tenants,
             purge.idempotency_keys = p.idempotency_keys,

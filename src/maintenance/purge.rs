@@ -24,7 +24,7 @@ use uuid::Uuid;
 
 use crate::db::schema::tenants;
 use crate::ids::TenantId;
-use crate::tenancy::{Door, TxScope};
+use crate::tenancy::{Door, PlatformDoor, TxScope};
 
 /// Rows deleted per statement (and so per transaction) by the timer: small enough that a tenant
 /// with millions of expired rows never holds one long transaction or a long burst of row locks.
@@ -79,12 +79,16 @@ const EXPIRING: [Expiring; 2] = [
 /// Purges every tenant's expired rows once, at most `batch` rows per statement, and says how many
 /// went. Safe to run concurrently (on several replicas): a row two purges both pick is deleted by
 /// one and skipped by the other.
-pub async fn purge_expired(door: &Door, batch: i64) -> anyhow::Result<Purged> {
+pub async fn purge_expired(
+    door: &Door,
+    platform: &PlatformDoor,
+    batch: i64,
+) -> anyhow::Result<Purged> {
     anyhow::ensure!(batch > 0, "purge batch size must be positive");
     let mut purged = Purged::default();
     let mut after = TenantId(Uuid::nil());
     loop {
-        let page = tenant_page(door, after).await?;
+        let page = tenant_page(platform, after).await?;
         for &tenant in &page {
             purge_tenant(door, tenant, batch, &mut purged)
                 .await
@@ -99,10 +103,11 @@ pub async fn purge_expired(door: &Door, batch: i64) -> anyhow::Result<Purged> {
 }
 
 /// The next page of tenant ids after `after`, in id order. Every tenant, suspended and deleted
-/// ones too: their expired rows are just as dead.
-async fn tenant_page(door: &Door, after: TenantId) -> anyhow::Result<Vec<TenantId>> {
-    let page = door
-        .platform(true, |tx| {
+/// ones too: their expired rows are just as dead. Listing tenants is cross-tenant work: the
+/// platform path does it.
+async fn tenant_page(platform: &PlatformDoor, after: TenantId) -> anyhow::Result<Vec<TenantId>> {
+    let page = platform
+        .tx(true, |tx| {
             async move {
                 Ok(tenants::table
                     .select(tenants::id)

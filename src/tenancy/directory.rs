@@ -1,6 +1,7 @@
 //! Slug/id → tenant, cached per process for a few seconds so the hot path does not pay a round
 //! trip to learn a tenant's status and plan. Misses (unknown slugs) are cached too, so random
-//! subdomains cannot hammer the database.
+//! subdomains cannot hammer the database. Lookups run on the platform path: a slug is resolved
+//! before any tenant context exists, and the app role sees no `tenants` row but its own.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,7 +9,7 @@ use std::time::Duration;
 use diesel_async::scoped_futures::ScopedFutureExt;
 use moka::future::Cache;
 
-use super::door::Door;
+use super::door::PlatformDoor;
 use super::model::{self, Tenant};
 use crate::error::{AppError, AppResult};
 use crate::ids::TenantId;
@@ -16,14 +17,14 @@ use crate::ids::TenantId;
 /// Cached tenant lookups.
 #[derive(Clone)]
 pub struct Directory {
-    door: Door,
+    door: PlatformDoor,
     by_slug: Cache<String, Option<Arc<Tenant>>>,
     by_id: Cache<TenantId, Option<Arc<Tenant>>>,
 }
 
 impl Directory {
     /// A directory whose entries live `ttl`.
-    pub fn new(door: Door, ttl: Duration) -> Self {
+    pub fn new(door: PlatformDoor, ttl: Duration) -> Self {
         Self {
             door,
             by_slug: Cache::builder()
@@ -43,7 +44,7 @@ impl Directory {
         let key = slug.to_string();
         self.by_slug
             .try_get_with(key.clone(), async move {
-                door.platform(true, |tx| {
+                door.tx(true, |tx| {
                     async move { Ok(model::by_slug(tx.conn(), &key).await?.map(Arc::new)) }
                         .scope_boxed()
                 })
@@ -58,7 +59,7 @@ impl Directory {
         let door = self.door.clone();
         self.by_id
             .try_get_with(id, async move {
-                door.platform(true, |tx| {
+                door.tx(true, |tx| {
                     async move { Ok(model::by_id(tx.conn(), id).await?.map(Arc::new)) }
                         .scope_boxed()
                 })

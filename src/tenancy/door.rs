@@ -32,12 +32,20 @@ pub struct TxScope {
     pub tenant: TenantId,
     /// The acting user, when known; becomes `app.user_id` (for record-level rules later).
     pub user: Option<UserId>,
+    /// The tenant's plan's `statement_timeout`, when known. Sent with `SET LOCAL` in the
+    /// transaction's first round trip, and only when it differs from the value every pooled
+    /// connection already has (`database.statement_timeout_ms`): the common case costs nothing.
+    pub statement_timeout_ms: Option<u64>,
 }
 
 impl TxScope {
     /// A scope for `tenant` with no acting user (login, signup, manifests).
     pub fn tenant(tenant: TenantId) -> Self {
-        Self { tenant, user: None }
+        Self {
+            tenant,
+            user: None,
+            statement_timeout_ms: None,
+        }
     }
 }
 
@@ -64,8 +72,10 @@ impl TenantTx<'_> {
     }
 }
 
-/// A transaction on platform tables (tenants) with no tenant context: every tenant table answers
-/// it with zero rows, because the RLS policies match nothing when `app.tenant_id` is unset.
+/// A transaction with no tenant context: every table behind a tenant policy answers it with zero
+/// rows, because the policies match nothing when `app.tenant_id` is unset. On the app role's
+/// door ([`Door::catalog`]) that leaves the catalogue and migration bookkeeping; on the
+/// [`PlatformDoor`] it also reaches the platform tables its policies open.
 pub struct PlatformTx<'c> {
     conn: &'c mut AsyncPgConnection,
 }
@@ -147,8 +157,9 @@ impl Door {
         self.tenant_tx(scope, false, f).await
     }
 
-    /// Runs `f` in a platform transaction (no tenant context).
-    pub async fn platform<'a, R, F>(&self, read_only: bool, f: F) -> AppResult<R>
+    /// Runs `f` in a transaction without tenant context (catalogue checks, `/readyz`). On the
+    /// app role's door no tenant row, `tenants` included, is visible there.
+    pub async fn catalog<'a, R, F>(&self, read_only: bool, f: F) -> AppResult<R>
     where
         F: for<'r> FnOnce(&'r mut PlatformTx<'_>) -> ScopedBoxFuture<'a, 'r, AppResult<R>>
             + Send
@@ -193,7 +204,7 @@ impl Door {
             // the BEGIN batch by join!, which polls in argument order, so they are sent after it.
             let query = f(conn);
             let commit = Commit.execute(conn);
-            let begin_sql = begin_sql(scope, true);
+            let begin_sql = begin_sql(scope, true, self.limits);
             let (begun, result, committed) =
                 futures_util::join!(conn.batch_execute(&begin_sql), query, commit);
             if let Err(e) = begun {
@@ -217,7 +228,7 @@ impl Door {
         self.bounded(async {
             let mut obj = self.checkout().await?;
             let conn: &mut AsyncPgConnection = &mut obj;
-            let begin = begin_sql(scope, read_only);
+            let begin = begin_sql(scope, read_only, self.limits);
             AnsiTransactionManager::begin_transaction_sql(conn, &begin)
                 .await
                 .map_err(|e| self.db_error(e))?;
@@ -259,12 +270,64 @@ impl Door {
     }
 }
 
+/// The platform path: its own role (`database.platform_role`), URL and pool, for cross-tenant
+/// work — signup, tenant lookups by slug, the operator API, usage flushing and export. The role
+/// sees every row only of the tables `db::grants::PLATFORM_POLICIES` opens to it; tenant tables
+/// it writes (an operator action's audit event) it reaches through [`PlatformDoor::for_tenant`],
+/// bound by the same tenant policy as the app role.
+///
+/// Tenant request handlers get a [`Door`] through their `Principal`'s scope; this door is held
+/// only by the modules that do platform work (`tenancy::directory`, signup, `platform`,
+/// `limits::metering`).
+#[derive(Clone)]
+pub struct PlatformDoor {
+    inner: Door,
+}
+
+impl PlatformDoor {
+    /// A platform door over a new lazy pool for the platform role's `url`.
+    pub fn connect(url: &str, config: &Config) -> anyhow::Result<Self> {
+        let mut db = config.database.clone();
+        db.pool_size = config.database.platform_pool_size;
+        let pool = crate::db::pool::build(url, &db)?;
+        Ok(Self {
+            inner: Door::new(pool, Limits::of(config)),
+        })
+    }
+
+    /// Runs `f` in a platform transaction (no tenant context).
+    pub async fn tx<'a, R, F>(&self, read_only: bool, f: F) -> AppResult<R>
+    where
+        F: for<'r> FnOnce(&'r mut PlatformTx<'_>) -> ScopedBoxFuture<'a, 'r, AppResult<R>>
+            + Send
+            + 'a,
+        R: Send + 'a,
+    {
+        self.inner.catalog(read_only, f).await
+    }
+
+    /// Runs `f` as the platform role inside `tenant`'s context (`SET LOCAL app.tenant_id`), for
+    /// platform work that writes a tenant's own rows: the audit event of an operator action,
+    /// usage counted for the tenant.
+    pub async fn for_tenant<'a, R, F>(&self, tenant: TenantId, f: F) -> AppResult<R>
+    where
+        F: for<'r> FnOnce(&'r mut TenantTx<'_>) -> ScopedBoxFuture<'a, 'r, AppResult<R>>
+            + Send
+            + 'a,
+        R: Send + 'a,
+    {
+        self.inner
+            .tenant_tx(TxScope::tenant(tenant), false, f)
+            .await
+    }
+}
+
 /// `BEGIN [READ ONLY]; SET LOCAL app.tenant_id = '…'[; SET LOCAL app.user_id = '…']`: one
 /// simple-protocol message, one round trip, each setting its own statement (Citus propagates SET
 /// LOCAL only as a plain statement inside BEGIN). The values are formatted from parsed UUIDs,
 /// never from request text: SET takes no bind parameters. (`statement_timeout` is already set on
-/// the connection: see `db::pool::build`.)
-fn begin_sql(scope: TxScope, read_only: bool) -> String {
+/// the connection, see `db::pool::build`; a plan's own value is added only where it differs.)
+fn begin_sql(scope: TxScope, read_only: bool, limits: Limits) -> String {
     let mut sql = String::with_capacity(128);
     sql.push_str(if read_only {
         "BEGIN READ ONLY; "
@@ -277,6 +340,11 @@ fn begin_sql(scope: TxScope, read_only: bool) -> String {
     ));
     if let Some(user) = scope.user {
         sql.push_str(&format!("; SET LOCAL app.user_id = '{}'", user.as_uuid()));
+    }
+    if let Some(ms) = scope.statement_timeout_ms
+        && ms != limits.statement_timeout_ms
+    {
+        sql.push_str(&format!("; SET LOCAL statement_timeout = {ms}"));
     }
     sql
 }

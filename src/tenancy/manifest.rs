@@ -23,14 +23,16 @@ use diesel_async::RunQueryDsl;
 use diesel_async::scoped_futures::ScopedFutureExt;
 use serde::Deserialize;
 
-use super::door::{Door, TxScope};
+use super::door::{Door, PlatformDoor, TxScope};
 use super::host::valid_slug;
 use super::model::{self, Tenant};
+use super::provision;
 use crate::access::roles;
 use crate::auth::{password, users};
 use crate::db::schema::tenants;
 use crate::error::AppError;
 use crate::ids::TenantId;
+use crate::limits::quota::{self, Quota};
 
 /// One manifest file.
 #[derive(Debug, Clone, Deserialize)]
@@ -142,11 +144,12 @@ fn validate(m: &Manifest) -> anyhow::Result<()> {
 /// `password_env` names are looked up in `passwords` first, then in the process environment.
 pub async fn apply(
     door: &Door,
+    platform: &PlatformDoor,
     m: &Manifest,
     passwords: &BTreeMap<String, String>,
 ) -> anyhow::Result<Applied> {
-    let existing = door
-        .platform(true, |tx| {
+    let existing = platform
+        .tx(true, |tx| {
             let slug = m.slug.clone();
             async move { Ok(model::by_slug(tx.conn(), &slug).await?) }.scope_boxed()
         })
@@ -187,42 +190,59 @@ pub async fn apply(
         let hash = password::hash(plain.clone()).await.map_err(anyhow_of)?;
         prepared.push((u.clone(), plain, generated, hash));
     }
-    let m2 = m.clone();
     let created = existing.is_none();
-    let (tenant, users_out) = door
+    // The tenants row is platform data: created (tenancy::provision) or updated on the platform
+    // path; users and roles are the tenant's own rows, written in its context.
+    let tenant = match &existing {
+        None => {
+            let t = Tenant::new(tenant_id, &m.slug, &m.name, &m.plan);
+            provision::reserve(platform, &t).await.map_err(anyhow_of)?;
+            t
+        }
+        Some(_) => {
+            let m2 = m.clone();
+            platform
+                .tx(false, move |tx| {
+                    async move {
+                        diesel::update(tenants::table.find(tenant_id))
+                            .filter(tenants::name.ne(&m2.name).or(tenants::plan.ne(&m2.plan)))
+                            .set((
+                                tenants::name.eq(&m2.name),
+                                tenants::plan.eq(&m2.plan),
+                                tenants::updated_at.eq(chrono::Utc::now()),
+                                tenants::version.eq(tenants::version + 1),
+                            ))
+                            .execute(tx.conn())
+                            .await?;
+                        model::by_id(tx.conn(), tenant_id)
+                            .await?
+                            .ok_or(AppError::NotFound)
+                    }
+                    .scope_boxed()
+                })
+                .await
+                .map_err(anyhow_of)?
+        }
+    };
+    let result = door
         .write(TxScope::tenant(tenant_id), |tx| {
             async move {
-                let tenant = if created {
-                    let t = Tenant::new(tenant_id, &m2.slug, &m2.name, &m2.plan);
-                    diesel::insert_into(tenants::table)
-                        .values(&t)
-                        .execute(tx.conn())
-                        .await?;
-                    t
-                } else {
-                    diesel::update(tenants::table.find(tenant_id))
-                        .filter(tenants::name.ne(&m2.name).or(tenants::plan.ne(&m2.plan)))
-                        .set((
-                            tenants::name.eq(&m2.name),
-                            tenants::plan.eq(&m2.plan),
-                            tenants::updated_at.eq(chrono::Utc::now()),
-                            tenants::version.eq(tenants::version + 1),
-                        ))
-                        .execute(tx.conn())
-                        .await?;
-                    model::by_id(tx.conn(), tenant_id)
-                        .await?
-                        .ok_or(AppError::NotFound)?
-                };
+                if created {
+                    provision::start_counters(tx, 0).await?;
+                }
                 let role_ids = roles::ensure_system_roles(tx).await?;
                 let mut out = Vec::new();
                 for (u, _plain, generated, hash) in prepared {
                     let (user, was_created) = match users::by_email(tx, &u.email).await? {
                         Some(existing) => (existing, false),
-                        None => (
-                            users::insert(tx, &u.email, &u.name, Some(&hash)).await?,
-                            true,
-                        ),
+                        None => {
+                            // Manifests are the operator's word: seats are counted, not capped.
+                            quota::take(tx, Quota::Seats, u64::MAX).await?;
+                            (
+                                users::insert(tx, &u.email, &u.name, Some(&hash)).await?,
+                                true,
+                            )
+                        }
                     };
                     for r in &u.roles {
                         roles::assign(tx, user.id, role_ids[r.as_str()]).await?;
@@ -233,12 +253,20 @@ pub async fn apply(
                         created: was_created,
                     });
                 }
-                Ok((tenant, out))
+                Ok(out)
             }
             .scope_boxed()
         })
-        .await
-        .map_err(anyhow_of)?;
+        .await;
+    if created {
+        match &result {
+            Ok(_) => provision::activate(platform, tenant_id)
+                .await
+                .map_err(anyhow_of)?,
+            Err(_) => provision::release(platform, tenant_id).await,
+        }
+    }
+    let users_out = result.map_err(anyhow_of)?;
     Ok(Applied {
         tenant,
         created,

@@ -9,6 +9,7 @@ pub mod door;
 pub mod host;
 pub mod manifest;
 pub mod model;
+pub mod provision;
 
-pub use door::{Door, TenantTx, TxScope};
+pub use door::{Door, PlatformDoor, TenantTx, TxScope};
 pub use model::Tenant;

@@ -8,6 +8,7 @@ use utoipa::ToSchema;
 
 use crate::db::schema::tenants;
 use crate::ids::TenantId;
+use crate::limits::plans::{Limits, Plans, QuotaOverrides, RateOverrides};
 
 /// A customer organization.
 #[derive(Debug, Clone, Queryable, Selectable, Insertable, Serialize, ToSchema)]
@@ -35,6 +36,18 @@ pub struct Tenant {
     /// Record version.
     #[serde(skip)]
     pub version: i64,
+    /// Self-service settings (`PATCH /v1/tenant`), a JSON object.
+    #[serde(skip)]
+    pub settings: serde_json::Value,
+    /// Per-tenant quota overrides ([`QuotaOverrides`]), written only by the platform path.
+    #[serde(skip)]
+    pub quota_overrides: serde_json::Value,
+    /// Per-tenant rate overrides ([`RateOverrides`]), written only by the platform path.
+    #[serde(skip)]
+    pub rate_overrides: serde_json::Value,
+    /// When a deleted tenant's data may be purged.
+    #[serde(skip)]
+    pub purge_after: Option<DateTime<Utc>>,
 }
 
 impl Tenant {
@@ -52,7 +65,27 @@ impl Tenant {
             updated_at: now,
             deleted_at: None,
             version: 1,
+            settings: serde_json::json!({}),
+            quota_overrides: serde_json::json!({}),
+            rate_overrides: serde_json::json!({}),
+            purge_after: None,
         }
+    }
+
+    /// The quota overrides; a malformed value (only a hand edit can make one: every writer
+    /// validates) counts as none, and is logged.
+    pub fn quota_overrides(&self) -> QuotaOverrides {
+        parse_or_default(&self.quota_overrides, self.id, "quota_overrides")
+    }
+
+    /// The rate overrides (see [`Tenant::quota_overrides`]).
+    pub fn rate_overrides(&self) -> RateOverrides {
+        parse_or_default(&self.rate_overrides, self.id, "rate_overrides")
+    }
+
+    /// This tenant's effective limits under `plans`.
+    pub fn limits(&self, plans: &Plans) -> Limits {
+        plans.limits(&self.plan, &self.quota_overrides(), &self.rate_overrides())
     }
 
     /// Whether requests to this tenant are refused with 403.
@@ -60,9 +93,10 @@ impl Tenant {
         self.status == "suspended"
     }
 
-    /// Whether the tenant is gone (treated as not found).
-    pub fn is_deleted(&self) -> bool {
-        self.status == "deleted"
+    /// Whether the tenant is not served: deleted, or still being provisioned by a signup that
+    /// has not committed its owner (treated as not found either way).
+    pub fn is_gone(&self) -> bool {
+        self.status == "deleted" || self.status == "provisioning"
     }
 }
 
@@ -90,4 +124,15 @@ pub async fn by_id(
         .first(conn)
         .await
         .optional()
+}
+
+fn parse_or_default<T: serde::de::DeserializeOwned + Default>(
+    v: &serde_json::Value,
+    tenant: TenantId,
+    column: &str,
+) -> T {
+    <T as serde::Deserialize>::deserialize(v).unwrap_or_else(|e| {
+        tracing::error!(tenant.id = %tenant, column, error = %e, "malformed overrides ignored");
+        T::default()
+    })
 }

@@ -159,8 +159,7 @@ impl TestDb {
             cluster.create_db(&building, None).await;
             tessera::db::migrate::run(
                 &url_for_db(&admin_url(), &building, None),
-                "tessera_app",
-                None,
+                &tessera::db::grants::Roles::named("tessera_app", "tessera_platform"),
             )
             .await
             .expect("migrate template");
@@ -191,6 +190,17 @@ impl TestDb {
         } else {
             url
         }
+    }
+
+    /// URL of the platform role on this database (the cross-tenant path; no Citus options, its
+    /// usage export legitimately spans shards).
+    pub fn platform_url(&self) -> String {
+        url_for_db(&admin_url(), &self.name, Some("tessera_platform"))
+    }
+
+    /// A connection as the platform role.
+    pub async fn as_platform(&self) -> tokio_postgres::Client {
+        connect(&self.platform_url()).await
     }
 
     /// Admin URLs of this database on each worker (empty on plain PostgreSQL).
@@ -411,6 +421,7 @@ pub fn base_config() -> Config {
 pub fn test_config(db: &TestDb) -> Config {
     let mut c = base_config();
     c.database.url = db.server_url();
+    c.database.platform_url = db.platform_url();
     c.database.pool_size = 4;
     c.http.shutdown_timeout_secs = 1;
     c.auth.signup_ip_per_hour = 10_000;
