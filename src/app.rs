@@ -17,6 +17,7 @@ use crate::crm::list::CursorSealer;
 use crate::http::fallback::{self, RouteTable};
 use crate::http::health::ApiJson;
 use crate::http::{conn, edge, openapi, request_id, routes};
+use crate::limits::metering::Metering;
 use crate::maintenance;
 use crate::tenancy::directory::Directory;
 use crate::tenancy::{Door, PlatformDoor};
@@ -42,6 +43,8 @@ pub struct AppState {
     pub tokens: Arc<TokenService>,
     /// Auth throttles.
     pub throttles: Throttles,
+    /// This replica's usage counts and their flushing.
+    pub metering: Arc<Metering>,
 }
 
 impl AppState {
@@ -54,6 +57,7 @@ impl AppState {
                 platform.clone(),
                 Duration::from_secs(config.tenancy.cache_secs),
             ),
+            metering: Metering::new(platform.clone(), config.metering.clone()),
             platform,
             grants: GrantsCache::new(
                 door.clone(),
@@ -165,6 +169,7 @@ pub async fn serve(state: AppState) -> anyhow::Result<()> {
         state.platform.clone(),
         &config.maintenance,
     );
+    let metering = state.metering.clone();
     let (server, _) = listen(
         state,
         &Listen {
@@ -174,7 +179,19 @@ pub async fn serve(state: AppState) -> anyhow::Result<()> {
         },
     )?;
     tracing::info!(bind = %config.http.bind, base_domain = %config.public.base_domain, "listening");
+    metering.spawn();
     server.await?;
+    // In-flight requests have finished: what they counted is written before the process ends.
+    match metering.flush().await {
+        Ok(f) => tracing::info!(
+            windows = f.windows,
+            adjustments = f.adjustments,
+            "usage flushed"
+        ),
+        Err(e) => {
+            tracing::error!(error = %e, "final usage flush failed; unflushed api_requests are lost")
+        }
+    }
     tracing::info!("shut down");
     Ok(())
 }

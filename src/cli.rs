@@ -39,6 +39,12 @@ pub enum Command {
     },
     /// Check configuration, database reachability, migrations and every RLS guard; print each.
     Doctor,
+    /// Usage and quota accounting.
+    Usage {
+        /// What to do.
+        #[command(subcommand)]
+        command: UsageCommand,
+    },
     /// Local development: migrations, demo tenants from tenants/, then serve. Without a
     /// configured database.url it runs a private Postgres in DIR (stopped again on exit).
     Dev {
@@ -67,6 +73,18 @@ pub enum TenantsCommand {
     Apply {
         /// Folder of manifests.
         dir: PathBuf,
+    },
+}
+
+/// `tessera usage …`
+#[derive(Debug, Subcommand)]
+pub enum UsageCommand {
+    /// Recompute every tenant's quota counters from the tables and report drift (exit 1 when
+    /// some drifted and --fix was not given).
+    Reconcile {
+        /// Overwrite drifted counters with the recomputed values.
+        #[arg(long)]
+        fix: bool,
     },
 }
 
@@ -101,6 +119,9 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Serve => with_config(|c| Box::pin(serve(c))).await,
         Command::Migrate => with_config(|c| Box::pin(migrate_cmd(c))).await,
         Command::Doctor => with_config(|c| Box::pin(doctor(c))).await,
+        Command::Usage {
+            command: UsageCommand::Reconcile { fix },
+        } => with_config(move |c| Box::pin(async move { reconcile(c, fix).await })).await,
         Command::Tenants {
             command: TenantsCommand::Apply { dir },
         } => with_config(move |c| Box::pin(async move { apply(c, &dir).await })).await,
@@ -274,6 +295,38 @@ async fn apply(config: Config, dir: &Path) -> anyhow::Result<ExitCode> {
     }
     println!("{} manifest(s) applied", manifests.len());
     Ok(ExitCode::SUCCESS)
+}
+
+async fn reconcile(config: Config, fix: bool) -> anyhow::Result<ExitCode> {
+    let door = Door::connect(config.app_database_url()?, &config)?;
+    let platform = PlatformDoor::connect(&config.platform_database_url()?, &config)?;
+    let report = crate::limits::reconcile::run(&door, &platform, fix)
+        .await
+        .map_err(|e| anyhow::anyhow!("reconciling usage counters: {e}"))?;
+    for d in &report.drifted {
+        println!(
+            "tenant {} ({}): {}{}",
+            d.slug,
+            d.tenant,
+            d.describe(),
+            if fix { " — fixed" } else { "" }
+        );
+    }
+    println!(
+        "{} tenant(s) checked, {} drifted{}",
+        report.tenants,
+        report.drifted.len(),
+        if fix && !report.drifted.is_empty() {
+            ", all fixed"
+        } else {
+            ""
+        }
+    );
+    Ok(if report.drifted.is_empty() || fix {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn devdb(command: DevdbCommand) -> anyhow::Result<ExitCode> {

@@ -3,6 +3,7 @@
 //! these types.
 
 pub mod body;
+pub mod conditional;
 pub mod conn;
 pub mod edge;
 pub mod fallback;

@@ -18,6 +18,7 @@ use crate::error::{FieldError, Problem};
     tags(
         (name = "auth", description = "Signup, login, tokens"),
         (name = "contacts", description = "Contacts"),
+        (name = "tenant", description = "The calling tenant: plan, limits, usage, settings"),
         (name = "ops", description = "Health and API description"),
     )
 )]
@@ -105,6 +106,20 @@ pub fn complete(api: &mut utoipa::openapi::OpenApi) {
                     responses,
                     404,
                     "Unknown tenant subdomain (`tenant_not_found`)",
+                );
+            }
+            if tenant_scoped && secured {
+                add(
+                    responses,
+                    402,
+                    "The tenant used its monthly API requests (`quota_exceeded`, `quota` = \
+                     `api_requests_per_month`, with `limit` and `used`)",
+                );
+                add(
+                    responses,
+                    429,
+                    "Over the tenant's request rate or its in-flight cap (`rate_limited`, with \
+                     `Retry-After`)",
                 );
             }
             if database {

@@ -135,9 +135,19 @@ impl FromRequest for Principal {
             let span = tracing::Span::current();
             span.record("tenant.id", tracing::field::display(tenant.id));
             span.record("user.id", tracing::field::display(user));
-            // Stage 3, rate limiting per tenant, is added by the plans & limits issue.
+            let limits = tenant.limits(&state.config.plans);
+            // Stage 3, rate limiting per tenant: src/limits/admission (wired below).
+            // Stage 5, the request quota: a tenant past its monthly API requests gets 402.
+            let monthly = limits.quotas.api_requests_per_month;
+            if let Err(used) = state.metering.count_request(tenant.id, monthly) {
+                return Err(AppError::QuotaExceeded {
+                    quota: "api_requests_per_month",
+                    limit: monthly,
+                    used,
+                });
+            }
             Ok(Principal {
-                limits: tenant.limits(&state.config.plans),
+                limits,
                 tenant,
                 actor: Actor::User { id: user, session },
                 grants,

@@ -5,6 +5,7 @@ use utoipa_actix_web::UtoipaApp;
 use crate::auth::handlers as auth;
 use crate::crm::contacts::handlers as contacts;
 use crate::http::health;
+use crate::tenancy::handlers as tenant;
 
 /// Mounts every handler (each annotated for OpenAPI) on `app`.
 pub fn mount<T>(app: UtoipaApp<T>) -> UtoipaApp<T>
@@ -26,9 +27,13 @@ where
         .service(auth::refresh_tokens)
         .service(auth::logout)
         .service(auth::me)
+        .service(tenant::get_tenant)
+        .service(tenant::update_tenant)
+        .service(tenant::get_tenant_usage)
         .service(contacts::list_contacts)
         .service(contacts::create_contact)
         .service(contacts::get_contact)
         .service(contacts::update_contact)
         .service(contacts::delete_contact)
+        .service(contacts::restore_contact)
 }

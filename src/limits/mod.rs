@@ -1,5 +1,8 @@
 //! Plans, quotas, rate limits and usage metering: the request path's limits and what billing
 //! reads.
 
+pub mod metering;
 pub mod plans;
 pub mod quota;
+pub mod reconcile;
+pub mod usage;

@@ -6,6 +6,7 @@
 
 pub mod directory;
 pub mod door;
+pub mod handlers;
 pub mod host;
 pub mod manifest;
 pub mod model;

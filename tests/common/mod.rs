@@ -580,6 +580,13 @@ impl TestApp {
             .write(tessera::tenancy::TxScope::tenant(tenant_id), |tx| {
                 async move {
                     let ids = roles::ensure_system_roles(tx).await?;
+                    // Counted like every user (the seats quota), never refused here.
+                    tessera::limits::quota::take(
+                        tx,
+                        tessera::limits::quota::Quota::Seats,
+                        u64::MAX,
+                    )
+                    .await?;
                     let u = users::insert(tx, &e2, "Added", Some(&hash)).await?;
                     roles::assign(tx, u.id, ids[role.as_str()]).await?;
                     Ok(())
@@ -607,6 +614,29 @@ impl TestApp {
             access: tokens.0,
             refresh: tokens.1,
         }
+    }
+
+    /// Sets tenant `t`'s overrides as the operator would (straight in the database), and makes
+    /// this server forget its cached copy.
+    pub async fn set_overrides(&self, t: &Tenant, quotas: Value, rates: Value) {
+        self.db
+            .admin()
+            .await
+            .execute(
+                "UPDATE tenants SET quota_overrides = $2, rate_overrides = $3 WHERE id = $1",
+                &[&uuid::Uuid::parse_str(&t.id).unwrap(), &quotas, &rates],
+            )
+            .await
+            .unwrap();
+        self.forget(t).await;
+    }
+
+    /// Drops tenant `t` from this server's tenant cache.
+    pub async fn forget(&self, t: &Tenant) {
+        self.state
+            .directory
+            .invalidate(tessera::ids::TenantId(t.id.parse().unwrap()), &t.slug)
+            .await;
     }
 
     /// Logs in; returns (access, refresh).

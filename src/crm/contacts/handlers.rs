@@ -20,9 +20,11 @@ use crate::audit::{self, Event};
 use crate::crm::list::{self, ListContext, Sort};
 use crate::error::{AppError, AppResult, FieldError, Problem};
 use crate::http::body::JsonBody;
+use crate::http::conditional::{etag, if_match};
 use crate::http::idempotency::{self, Claim};
 use crate::http::principal::Principal;
 use crate::ids::ContactId;
+use crate::limits::quota::{self, Quota};
 
 /// A page of contacts.
 #[derive(Debug, Serialize, ToSchema)]
@@ -87,34 +89,6 @@ const LIST_PARAMS: &[&str] = &[
     "tag",
     "q",
 ];
-
-fn etag(version: i64) -> (header::HeaderName, String) {
-    (header::ETAG, format!("\"{version}\""))
-}
-
-/// `If-Match` (RFC 9110 §13.1.1) → the versions it accepts, or `None` when absent or `*`.
-/// A list (`"3", "4"`) accepts any of its entries. Comparison is strong: weak tags (`W/"3"`) and
-/// anything unparsable accept nothing, so such a header always fails with 412.
-fn if_match(req: &HttpRequest) -> Option<Vec<i64>> {
-    let raw = req.headers().get(header::IF_MATCH)?;
-    let Ok(v) = raw.to_str() else {
-        return Some(Vec::new());
-    };
-    if v.trim() == "*" {
-        return None;
-    }
-    Some(
-        v.split(',')
-            .filter_map(|tag| {
-                tag.trim()
-                    .strip_prefix('"')?
-                    .strip_suffix('"')?
-                    .parse()
-                    .ok()
-            })
-            .collect(),
-    )
-}
 
 /// Path ids that are not canonical UUIDs are simply not found (same answer as any missing id):
 /// one record, one URL.
@@ -220,6 +194,7 @@ pub async fn list_contacts(
     params(("Idempotency-Key" = Option<String>, Header, nullable = false, description = "Retry-safe creation (24 h): 1–255 visible ASCII characters", pattern = r"^[!-~]{1,255}$")),
     responses(
         (status = 201, description = "Created", body = ContactView, headers(("Location" = String), ("ETag" = String))),
+        (status = 402, description = "The plan's `records` quota is used up (`quota_exceeded`, with `quota`, `limit`, `used`)", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Email taken, or same Idempotency-Key in progress", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A field breaks its rule (`validation_failed`, `errors` names each), `owner_id` names no user of this tenant (`not_found`), or the Idempotency-Key was used with another body (`idempotency_key_reused`) or is not 1–255 visible ASCII characters", body = Problem, content_type = "application/problem+json"),
     )
@@ -247,10 +222,12 @@ pub async fn create_contact(
     let ctx = principal.audit.clone();
     let actor = principal.user_id().as_uuid();
     let key2 = key.clone();
+    let records = principal.limits.quotas.records;
     let result = state
         .door
         .write(scope, |tx| {
             async move {
+                quota::take(tx, Quota::Records, records).await?;
                 let contact = repo::insert(tx, &values).await?;
                 let fields = ContactValues::default().changed_fields(&values);
                 audit::record(
@@ -438,6 +415,7 @@ pub async fn delete_contact(
                     return Err(AppError::VersionConflict);
                 }
                 repo::soft_delete(tx, &current).await?;
+                quota::give_back(tx, Quota::Records).await?;
                 audit::record(
                     tx,
                     &ctx,
@@ -450,4 +428,59 @@ pub async fn delete_contact(
         })
         .await?;
     Ok(HttpResponse::NoContent().finish())
+}
+
+/// Restore a deleted contact. It counts against the `records` quota again, and its email must
+/// still be free among live contacts.
+#[utoipa::path(
+    tag = "contacts",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Contact id (canonical: lower-case, hyphenated); any other text is 404", pattern = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")),
+    responses(
+        (status = 200, description = "Restored", body = ContactView, headers(("ETag" = String))),
+        (status = 402, description = "The plan's `records` quota is used up (`quota_exceeded`)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such deleted contact (or another tenant's)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "A live contact now has its email (`conflict`)", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/v1/contacts/{id}/restore")]
+pub async fn restore_contact(
+    state: web::Data<AppState>,
+    principal: Principal,
+    path: web::Path<String>,
+) -> AppResult<HttpResponse> {
+    principal.require(CONTACTS_DELETE)?;
+    let id = contact_id(&path)?;
+    let ctx = principal.audit.clone();
+    let actor = principal.user_id().as_uuid();
+    let records = principal.limits.quotas.records;
+    let view = state
+        .door
+        .write(principal.scope(), |tx| {
+            async move {
+                let current = repo::get_deleted_for_update(tx, id)
+                    .await?
+                    .ok_or(AppError::NotFound)?;
+                quota::take(tx, Quota::Records, records).await?;
+                let contact = repo::restore(tx, &current).await?;
+                audit::record(
+                    tx,
+                    &ctx,
+                    Event::by_user(
+                        "contact.restored",
+                        actor,
+                        "contact",
+                        id.as_uuid(),
+                        json!({}),
+                    ),
+                )
+                .await?;
+                Ok(ContactView::from(contact))
+            }
+            .scope_boxed()
+        })
+        .await?;
+    Ok(HttpResponse::Ok()
+        .insert_header(etag(view.version))
+        .json(view))
 }

@@ -171,6 +171,40 @@ pub async fn update(
         .map_err(write_error)
 }
 
+/// A deleted contact by id, locked, or `None` (live, missing, or another tenant's).
+pub async fn get_deleted_for_update(
+    tx: &mut TenantTx<'_>,
+    id: ContactId,
+) -> AppResult<Option<Contact>> {
+    let tenant = tx.tenant_id();
+    Ok(contacts::table
+        .filter(contacts::tenant_id.eq(tenant))
+        .filter(contacts::id.eq(id))
+        .filter(contacts::deleted_at.is_not_null())
+        .select(Contact::as_select())
+        .for_update()
+        .first(tx.conn())
+        .await
+        .optional()?)
+}
+
+/// Brings a locked, deleted contact back; a live contact holding its email → 409.
+pub async fn restore(tx: &mut TenantTx<'_>, current: &Contact) -> AppResult<Contact> {
+    let tenant = tx.tenant_id();
+    diesel::update(contacts::table)
+        .filter(contacts::tenant_id.eq(tenant))
+        .filter(contacts::id.eq(current.id))
+        .set((
+            contacts::deleted_at.eq(None::<chrono::DateTime<Utc>>),
+            contacts::updated_at.eq(Utc::now()),
+            contacts::version.eq(current.version + 1),
+        ))
+        .returning(Contact::as_returning())
+        .get_result(tx.conn())
+        .await
+        .map_err(write_error)
+}
+
 /// Soft-deletes a locked contact.
 pub async fn soft_delete(tx: &mut TenantTx<'_>, current: &Contact) -> AppResult<()> {
     let tenant = tx.tenant_id();
