@@ -14,5 +14,6 @@ pub mod devdb;
 pub mod error;
 pub mod http;
 pub mod ids;
+pub mod limits;
 pub mod maintenance;
 pub mod tenancy;
