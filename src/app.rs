@@ -18,6 +18,7 @@ use crate::http::fallback::{self, RouteTable};
 use crate::http::health::ApiJson;
 use crate::http::{conn, edge, openapi, request_id, routes};
 use crate::limits::metering::Metering;
+use crate::limits::rate::Limiter;
 use crate::maintenance;
 use crate::tenancy::directory::Directory;
 use crate::tenancy::{Door, PlatformDoor};
@@ -41,7 +42,9 @@ pub struct AppState {
     pub cursors: CursorSealer,
     /// Access-token issuing and validation.
     pub tokens: Arc<TokenService>,
-    /// Auth throttles.
+    /// Rate limiter: budgets shared through Redis when `redis.url` is set, else per process.
+    pub limiter: Limiter,
+    /// Auth throttles (counting in `limiter`).
     pub throttles: Throttles,
     /// This replica's usage counts and their flushing.
     pub metering: Arc<Metering>,
@@ -52,6 +55,7 @@ impl AppState {
     pub fn new(config: Config, keys: Keys) -> anyhow::Result<Self> {
         let door = Door::connect(config.app_database_url()?, &config)?;
         let platform = PlatformDoor::connect(&config.platform_database_url()?, &config)?;
+        let limiter = Limiter::new(&config.redis)?;
         Ok(Self {
             directory: Directory::new(
                 platform.clone(),
@@ -68,7 +72,8 @@ impl AppState {
                 &config.auth.audience,
                 config.auth.access_ttl_secs,
             )),
-            throttles: Throttles::new(&config.auth),
+            throttles: Throttles::new(&config.auth, &limiter),
+            limiter,
             cursors: CursorSealer::from_keys(&keys),
             keys: Arc::new(keys),
             door,
@@ -154,12 +159,14 @@ pub fn listen(
 pub async fn serve(state: AppState) -> anyhow::Result<()> {
     let config = state.config.clone();
     let state = web::Data::new(state);
-    let throttles = state.throttles.clone();
-    // Idle throttle keys are pruned so memory does not grow with every client ever seen.
+    let (limiter, throttles) = (state.limiter.clone(), state.throttles.clone());
+    // Idle rate-limit keys (tenants, client IPs, accounts) are pruned so memory does not grow
+    // with every key ever seen.
     actix_web::rt::spawn(async move {
         let mut tick = actix_web::rt::time::interval(Duration::from_secs(60));
         loop {
             tick.tick().await;
+            limiter.prune();
             throttles.prune();
         }
     });

@@ -1,4 +1,4 @@
-//! The `tessera` command line: serve, migrate, tenants apply, doctor, dev, devdb.
+//! The `tessera` command line: serve, migrate, tenants apply, doctor, dev, devdb, devredis.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -13,6 +13,7 @@ use crate::config::{Config, ConfigError};
 use crate::db::grants::Roles;
 use crate::db::{guard, migrate};
 use crate::devdb::PrivatePostgres;
+use crate::devredis::PrivateRedis;
 use crate::tenancy::{Door, PlatformDoor, manifest};
 
 /// Tessera: multi-tenant CRM backend.
@@ -46,14 +47,18 @@ pub enum Command {
         command: UsageCommand,
     },
     /// Local development: migrations, demo tenants from tenants/, then serve. Without a
-    /// configured database.url it runs a private Postgres in DIR (stopped again on exit).
+    /// configured database.url it runs a private Postgres in DIR, without a configured
+    /// redis.url a private Redis in DIR/redis (both stopped again on exit).
     Dev {
-        /// Folder for the private Postgres cluster, signing key and demo credentials.
+        /// Folder for the private Postgres cluster and Redis, signing key and demo credentials.
         #[arg(long, default_value = ".tessera")]
         dir: PathBuf,
         /// Port of the private Postgres cluster.
         #[arg(long, default_value_t = 55432)]
         pg_port: u16,
+        /// Port of the private Redis (rate-limit budgets).
+        #[arg(long, default_value_t = 55437)]
+        redis_port: u16,
         /// Folder of tenant manifests to apply.
         #[arg(long, default_value = "tenants")]
         tenants: PathBuf,
@@ -63,6 +68,12 @@ pub enum Command {
         /// start | stop.
         #[command(subcommand)]
         command: DevdbCommand,
+    },
+    /// Manage a private Redis (used by scripts/test and `dev`).
+    Devredis {
+        /// start | stop.
+        #[command(subcommand)]
+        command: DevredisCommand,
     },
 }
 
@@ -112,10 +123,31 @@ pub enum DevdbCommand {
     },
 }
 
+/// `tessera devredis …`
+#[derive(Debug, Subcommand)]
+pub enum DevredisCommand {
+    /// Start (unless running) and print its URL on stdout.
+    Start {
+        /// Server folder (config, pidfile, log).
+        #[arg(long)]
+        dir: PathBuf,
+        /// Port on 127.0.0.1.
+        #[arg(long, default_value_t = 55436)]
+        port: u16,
+    },
+    /// Stop the server in DIR (no-op if not running).
+    Stop {
+        /// Server folder.
+        #[arg(long)]
+        dir: PathBuf,
+    },
+}
+
 /// Runs the parsed command. Invalid configuration exits with 2, other failures with 1.
 pub async fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Devdb { command } => devdb(command),
+        Command::Devredis { command } => devredis(command),
         Command::Serve => with_config(|c| Box::pin(serve(c))).await,
         Command::Migrate => with_config(|c| Box::pin(migrate_cmd(c))).await,
         Command::Doctor => with_config(|c| Box::pin(doctor(c))).await,
@@ -128,10 +160,14 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Dev {
             dir,
             pg_port,
+            redis_port,
             tenants,
         } => {
-            with_config(move |c| Box::pin(async move { dev(c, &dir, pg_port, &tenants).await }))
-                .await
+            let ports = DevPorts {
+                pg: pg_port,
+                redis: redis_port,
+            };
+            with_config(move |c| Box::pin(async move { dev(c, &dir, ports, &tenants).await })).await
         }
     };
     match result {
@@ -350,6 +386,23 @@ fn devdb(command: DevdbCommand) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn devredis(command: DevredisCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        DevredisCommand::Start { dir, port } => {
+            let redis = PrivateRedis::ensure_running(&dir, port)?;
+            // stdout is the URL alone (scripts capture it); where it lives goes to stderr.
+            eprintln!(
+                "private Redis in {} (127.0.0.1:{})",
+                redis.root().display(),
+                redis.port()
+            );
+            println!("{}", redis.url());
+        }
+        DevredisCommand::Stop { dir } => PrivateRedis::stop_at(&dir)?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Creates database `name` on the cluster at `admin_url` unless it exists.
 pub async fn ensure_database(admin_url: &str, name: &str) -> anyhow::Result<()> {
     anyhow::ensure!(
@@ -365,13 +418,54 @@ pub async fn ensure_database(admin_url: &str, name: &str) -> anyhow::Result<()> 
     }
 }
 
+/// Ports of the private servers `dev` starts.
+#[derive(Debug, Clone, Copy)]
+struct DevPorts {
+    pg: u16,
+    redis: u16,
+}
+
 async fn dev(
+    mut config: Config,
+    dir: &Path,
+    ports: DevPorts,
+    tenants: &Path,
+) -> anyhow::Result<ExitCode> {
+    std::fs::create_dir_all(dir.join("dev"))?;
+    // A configured Redis is used as is; otherwise one of our own, so `dev` shares rate limits
+    // through Redis the way a deployment with several replicas does.
+    let redis = if config.redis.url.is_empty() {
+        eprintln!("==> private Redis");
+        let redis = PrivateRedis::ensure_running(&dir.join("redis"), ports.redis)?;
+        eprintln!(
+            "==> private Redis in {} (127.0.0.1:{})",
+            redis.root().display(),
+            redis.port()
+        );
+        config.redis.url = redis.url();
+        Some(redis)
+    } else {
+        eprintln!("==> configured Redis (redis.url)");
+        None
+    };
+    let served = dev_database(config, dir, ports.pg, tenants).await;
+    // Like the database: this command's, so stopping the server stops it too.
+    if let Some(redis) = redis {
+        eprintln!("==> stopping private Redis");
+        if let Err(e) = redis.stop() {
+            eprintln!("warning: could not stop the private Redis: {e:#}");
+        }
+    }
+    served
+}
+
+/// The configured database, or a private PostgreSQL started (and stopped again) for the run.
+async fn dev_database(
     mut config: Config,
     dir: &Path,
     pg_port: u16,
     tenants: &Path,
 ) -> anyhow::Result<ExitCode> {
-    std::fs::create_dir_all(dir.join("dev"))?;
     if !config.database.url.is_empty() {
         // A configured database is used as is: migrations and demo tenants go to it, and
         // nothing is started or stopped.

@@ -72,6 +72,8 @@ pub struct Config {
     /// Plans from `plans.toml` next to the other config files (embedded copy when missing).
     #[serde(skip, default)]
     pub plans: crate::limits::plans::Plans,
+    /// The Redis that rate limits share across replicas (none: each process limits alone).
+    pub redis: RedisConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -203,6 +205,20 @@ pub struct MeteringConfig {
     pub receipt_retention_days: u32,
 }
 
+/// `[redis]`: where rate-limit budgets live when several replicas must share them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    /// `redis://host:port[/db]`; empty means no Redis: every process keeps its own budgets.
+    pub url: String,
+    /// How long opening a connection may take before Redis counts as unreachable.
+    pub connect_timeout_ms: u64,
+    /// How long one rate-limit decision may wait for Redis before the local budget answers.
+    pub command_timeout_ms: u64,
+    /// While Redis is unreachable, how often one request tries it again.
+    pub retry_ms: u64,
+}
+
 /// `[log]`
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -262,6 +278,9 @@ impl Config {
                 self.database.statement_timeout_ms,
             ),
             ("database.retry_after_secs", self.database.retry_after_secs),
+            ("redis.connect_timeout_ms", self.redis.connect_timeout_ms),
+            ("redis.command_timeout_ms", self.redis.command_timeout_ms),
+            ("redis.retry_ms", self.redis.retry_ms),
         ] {
             if v == 0 {
                 return fail(key, "must be at least 1");
@@ -278,6 +297,20 @@ impl Config {
             return fail(
                 "database.statement_timeout_ms",
                 "must not exceed http.request_timeout_ms (the request would be abandoned first)",
+            );
+        }
+        // TLS (`rediss://`) is not built in: refusing it here beats a start that fails later.
+        let url = &self.redis.url;
+        if url.starts_with("rediss://") {
+            return fail(
+                "redis.url",
+                "rediss:// (TLS) is not supported by this build; use redis://",
+            );
+        }
+        if !url.is_empty() && (!url.starts_with("redis://") || url.len() == "redis://".len()) {
+            return fail(
+                "redis.url",
+                "expected empty (no Redis) or redis://host:port, e.g. redis://127.0.0.1:6379",
             );
         }
         let domain = &self.public.base_domain;
@@ -527,6 +560,33 @@ mod tests {
         });
         refused("auth.login_known_ip_days", |a| a.login_known_ip_days = 0);
         refused("auth.login_known_ip_days", |a| a.login_known_ip_days = 366);
+    }
+
+    #[test]
+    fn redis_keys_are_validated() {
+        let base =
+            Config::load_from(Profile::Test, &dir(), Env::prefixed("TESSERA_UNSET_")).unwrap();
+        assert!(base.redis.url.is_empty(), "no Redis unless configured");
+        let check = |tweak: fn(&mut RedisConfig)| {
+            let mut c = base.clone();
+            tweak(&mut c.redis);
+            c.validate().map_err(|e| e.to_string())
+        };
+        check(|r| r.url = "redis://127.0.0.1:6379/2".into()).unwrap();
+        for (key, tweak) in [
+            (
+                "redis.url",
+                (|r| r.url = "127.0.0.1:6379".into()) as fn(&mut RedisConfig),
+            ),
+            ("redis.url", |r| r.url = "redis://".into()),
+            ("redis.url", |r| r.url = "rediss://cache:6380".into()),
+            ("redis.connect_timeout_ms", |r| r.connect_timeout_ms = 0),
+            ("redis.command_timeout_ms", |r| r.command_timeout_ms = 0),
+            ("redis.retry_ms", |r| r.retry_ms = 0),
+        ] {
+            let e = check(tweak).unwrap_err();
+            assert!(e.contains(key), "{e}");
+        }
     }
 
     #[test]

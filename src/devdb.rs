@@ -74,10 +74,10 @@ pub struct PrivatePostgres {
     superuser: String,
 }
 
-/// An OS account other than ours that runs the PostgreSQL tools (via runuser).
+/// An OS account other than ours that runs a server's tools (via runuser).
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct OsUser {
-    name: String,
+pub(crate) struct OsUser {
+    pub(crate) name: String,
     uid: u32,
     gid: u32,
 }
@@ -605,7 +605,7 @@ fn stand_in_dir(abs: &Path) -> PathBuf {
 
 /// The first existing folder on the way from `/` to `path` (inclusive) that `user` cannot
 /// enter, if any. Folders that do not exist yet are skipped: we create them world-traversable.
-fn first_closed_dir(path: &Path, user: &OsUser) -> Result<Option<String>> {
+pub(crate) fn first_closed_dir(path: &Path, user: &OsUser) -> Result<Option<String>> {
     let mut dirs: Vec<&Path> = path.ancestors().filter(|d| d.is_dir()).collect();
     dirs.reverse();
     // One process for the whole chain: the shell prints the first directory the user cannot
@@ -650,25 +650,31 @@ fn prepare_root(root: &Path) -> Result<Layout> {
 
 /// Takes the exclusive lock on `root/lock`, blocking until other processes
 /// (another test binary, `scripts/test`, a dev server) are done starting or
-/// stopping the cluster. Released when the returned file is dropped — also
-/// when the process dies, which is why this is a lock and not a marker file.
+/// stopping the cluster.
 fn lock_root(layout: &Layout) -> Result<File> {
+    lock_file(&layout.lock, "the private PostgreSQL")
+}
+
+/// Takes the exclusive lock on `path`, blocking while another process holds it (starting or
+/// stopping `what`). Released when the returned file is dropped — also when the process dies,
+/// which is why this is a lock and not a marker file.
+pub(crate) fn lock_file(path: &Path, what: &str) -> Result<File> {
     let file = OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .mode(0o644)
-        .open(&layout.lock)
-        .with_context(|| format!("devdb: cannot open lock file {}", layout.lock.display()))?;
+        .open(path)
+        .with_context(|| format!("cannot open lock file {}", path.display()))?;
     match file.try_lock() {
         Ok(()) => {}
         Err(TryLockError::WouldBlock) => {
-            tracing::info!(lock = %layout.lock.display(), "waiting for another process to finish starting/stopping the private PostgreSQL");
+            tracing::info!(lock = %path.display(), "waiting for another process to finish starting/stopping {what}");
             file.lock()
-                .with_context(|| format!("devdb: cannot lock {}", layout.lock.display()))?;
+                .with_context(|| format!("cannot lock {}", path.display()))?;
         }
         Err(TryLockError::Error(e)) => {
-            return Err(e).with_context(|| format!("devdb: cannot lock {}", layout.lock.display()));
+            return Err(e).with_context(|| format!("cannot lock {}", path.display()));
         }
     }
     Ok(file)
@@ -970,29 +976,37 @@ fn check_binaries_match_cluster(
     Ok(())
 }
 
-/// Installs the Debian `postgresql` package: directly as root, through `sudo` otherwise (which
-/// may ask for the user's password on the terminal).
+/// Installs the Debian `postgresql` package (see [`install_debian_package`]).
+fn install_postgresql_package() -> Result<()> {
+    install_debian_package(
+        "postgresql",
+        &format!(
+            "no PostgreSQL server binaries found (looked at `pg_config --bindir`, \
+             /usr/lib/postgresql/*/bin and PATH for {SERVER_BINARIES:?})"
+        ),
+    )
+}
+
+/// Installs the Debian package `package` because of `missing` (e.g. "no `redis-server` on
+/// PATH"): directly as root, through `sudo` otherwise (which may ask for the user's password on
+/// the terminal).
 ///
 /// Its output goes to our stderr: the install can take minutes, and stdout
 /// is reserved for the caller (`devdb start` prints just the URL there).
-fn install_postgresql_package() -> Result<()> {
+pub(crate) fn install_debian_package(package: &str, missing: &str) -> Result<()> {
     let Some(apt_get) = apt_get_argv(current_euid()?, on_path("sudo")) else {
         bail!(
-            "devdb: no PostgreSQL server binaries found (looked at `pg_config --bindir`, \
-             /usr/lib/postgresql/*/bin and PATH for {SERVER_BINARIES:?}), and installing them \
-             needs root or sudo. Install them, e.g. `apt-get install -y postgresql` as root, \
-             then retry"
+            "{missing}, and installing the Debian package `{package}` needs root or sudo. \
+             Install it, e.g. `apt-get install -y {package}` as root, then retry"
         );
     };
     let (program, leading) = apt_get.split_first().expect("argv is never empty");
     if leading.is_empty() {
-        tracing::info!(
-            "no PostgreSQL server binaries found; installing the Debian package `postgresql`"
-        );
+        tracing::info!("{missing}; installing the Debian package `{package}`");
     } else {
         tracing::warn!(
-            "no PostgreSQL server binaries found; installing the Debian package `postgresql` \
-             with sudo (it may ask for your password)"
+            "{missing}; installing the Debian package `{package}` with sudo (it may ask for \
+             your password)"
         );
     }
     // Wait for a concurrent apt/dpkg (another devdb root, unattended
@@ -1000,7 +1014,7 @@ fn install_postgresql_package() -> Result<()> {
     let lock_timeout = "DPkg::Lock::Timeout=600";
     for args in [
         vec!["-o", lock_timeout, "update"],
-        vec!["-o", lock_timeout, "install", "-y", "postgresql"],
+        vec!["-o", lock_timeout, "install", "-y", package],
     ] {
         let status = Command::new(program)
             .args(leading)
@@ -1010,14 +1024,13 @@ fn install_postgresql_package() -> Result<()> {
             .stdout(Stdio::from(std::io::stderr()))
             .stderr(Stdio::from(std::io::stderr()))
             .status()
-            .context(
-                "devdb: no PostgreSQL server binaries found and `apt-get` could not be run; \
-                 install PostgreSQL (initdb, pg_ctl, postgres) by hand",
-            )?;
+            .with_context(|| {
+                format!("{missing} and `apt-get` could not be run; install `{package}` by hand")
+            })?;
         if !status.success() {
             bail!(
-                "devdb: `{} {}` failed ({status}); install the Debian package `postgresql` \
-                 by hand (`sudo apt-get install -y postgresql`) and retry",
+                "`{} {}` failed ({status}); install the Debian package `{package}` by hand \
+                 (`sudo apt-get install -y {package}`) and retry",
                 apt_get.join(" "),
                 args.join(" ")
             );
@@ -1039,7 +1052,7 @@ fn apt_get_argv(euid: u32, sudo_available: bool) -> Option<&'static [&'static st
 }
 
 /// Whether an executable file `name` is in a PATH directory.
-fn on_path(name: &str) -> bool {
+pub(crate) fn on_path(name: &str) -> bool {
     std::env::var_os("PATH").is_some_and(|path| {
         std::env::split_paths(&path).any(|dir| {
             fs::metadata(dir.join(name)).is_ok_and(|m| m.is_file() && m.mode() & 0o111 != 0)
@@ -1049,7 +1062,7 @@ fn on_path(name: &str) -> bool {
 
 /// Effective user id of this process, without extra crates: from
 /// /proc/self/status, falling back to `id -u`.
-fn current_euid() -> Result<u32> {
+pub(crate) fn current_euid() -> Result<u32> {
     if let Ok(status) = fs::read_to_string("/proc/self/status")
         && let Some(euid) = parse_euid(&status)
     {
@@ -1077,7 +1090,7 @@ fn parse_euid(status: &str) -> Option<u32> {
 
 /// Looks up an OS account by name via `id` (which also consults NSS, unlike
 /// reading /etc/passwd).
-fn lookup_os_user(name: &str) -> Result<OsUser> {
+pub(crate) fn lookup_os_user(name: &str) -> Result<OsUser> {
     let uid = id_query(&["-u", name])?;
     let gid = id_query(&["-g", name])?;
     Ok(OsUser {
@@ -1132,7 +1145,7 @@ fn remove_dir_if_exists(dir: &Path) -> Result<()> {
     }
 }
 
-fn chown_to(path: &Path, user: &OsUser) -> Result<()> {
+pub(crate) fn chown_to(path: &Path, user: &OsUser) -> Result<()> {
     std::os::unix::fs::chown(path, Some(user.uid), Some(user.gid))
         .with_context(|| format!("devdb: cannot chown {} to {}", path.display(), user.name))
 }
@@ -1170,7 +1183,7 @@ fn describe_output(out: &Output) -> String {
 }
 
 /// Last [`LOG_TAIL_LINES`] lines of the server log, for error messages.
-fn log_tail(path: &Path) -> String {
+pub(crate) fn log_tail(path: &Path) -> String {
     // Only the end of the file matters and the log can grow large.
     const MAX_BYTES: u64 = 64 * 1024;
     let read = || -> std::io::Result<String> {

@@ -11,6 +11,7 @@ pub mod crm;
 pub mod db;
 pub mod deadline;
 pub mod devdb;
+pub mod devredis;
 pub mod error;
 pub mod http;
 pub mod ids;

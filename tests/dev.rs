@@ -1,5 +1,5 @@
-//! `tessera dev`, the README's first command: demo tenants served from a configured database, or
-//! from a private PostgreSQL that it starts and stops again.
+//! `tessera dev`, the README's first command: demo tenants served from a configured database and
+//! Redis, or from a private PostgreSQL and Redis that it starts and stops again.
 
 mod common;
 
@@ -187,6 +187,18 @@ impl Drop for Dev {
 /// Stops a private cluster left behind by a failed test (as root it may live in a stand-in).
 struct StopCluster(PathBuf);
 
+/// Stops a private Redis left behind by a failed test.
+struct StopRedis(PathBuf);
+
+impl Drop for StopRedis {
+    fn drop(&mut self) {
+        let _ = tessera_command()
+            .args(["devredis", "stop", "--dir"])
+            .arg(&self.0)
+            .status();
+    }
+}
+
 impl Drop for StopCluster {
     fn drop(&mut self) {
         let _ = tessera_command()
@@ -208,7 +220,7 @@ fn accepts_connections(port: u16) -> bool {
 }
 
 #[actix_web::test]
-async fn dev_uses_a_configured_database_and_key_and_starts_no_postgres_of_its_own() {
+async fn dev_uses_a_configured_database_redis_and_key_and_starts_no_server_of_its_own() {
     let db = TestDb::new().await;
     let dir = scratch_dir();
     let (keys, pem) = Keys::generate().unwrap();
@@ -223,6 +235,7 @@ async fn dev_uses_a_configured_database_and_key_and_starts_no_postgres_of_its_ow
                 "TESSERA_AUTH__SIGNING_KEY_FILE",
                 key_file.display().to_string(),
             ),
+            ("TESSERA_REDIS__URL", common::redis::shared_url()),
         ],
         &[],
     );
@@ -240,10 +253,13 @@ async fn dev_uses_a_configured_database_and_key_and_starts_no_postgres_of_its_ow
     // The demo tenants are in the configured database.
     assert_eq!(db.tenant_slugs().await, ["acme", "globex"]);
     assert!(!dir.join("pg").exists(), "a private cluster was created");
+    assert!(!dir.join("redis").exists(), "a private Redis was started");
     let (status, stderr) = dev.terminate();
     assert!(status.success(), "{status}: {}", stderr.join("\n"));
     assert!(
-        !stderr.iter().any(|l| l.contains("private PostgreSQL")),
+        !stderr
+            .iter()
+            .any(|l| l.contains("private PostgreSQL") || l.contains("private Redis")),
         "{}",
         stderr.join("\n")
     );
@@ -251,28 +267,46 @@ async fn dev_uses_a_configured_database_and_key_and_starts_no_postgres_of_its_ow
 }
 
 #[actix_web::test]
-async fn dev_without_a_database_runs_a_private_postgres_and_stops_it_on_exit() {
+async fn dev_without_a_database_or_redis_runs_private_ones_and_stops_them_on_exit() {
     let dir = scratch_dir();
     let _cleanup = StopCluster(dir.join("pg"));
-    let pg_port = free_port();
-    let dev = Dev::start(&dir, &[], &["--pg-port", &pg_port.to_string()]);
+    let _cleanup_redis = StopRedis(dir.join("redis"));
+    let (pg_port, redis_port) = (free_port(), free_port());
+    let dev = Dev::start(
+        &dir,
+        &[],
+        &[
+            "--pg-port",
+            &pg_port.to_string(),
+            "--redis-port",
+            &redis_port.to_string(),
+        ],
+    );
     dev.wait_live().await;
     dev.check_demo_logins().await;
     assert!(
         accepts_connections(pg_port),
         "private PostgreSQL not listening"
     );
+    assert!(
+        accepts_connections(redis_port),
+        "private Redis not listening"
+    );
     let (status, stderr) = dev.terminate();
     assert!(status.success(), "{status}: {}", stderr.join("\n"));
-    assert!(
-        stderr
-            .iter()
-            .any(|l| l.contains("stopping private PostgreSQL")),
-        "{}",
-        stderr.join("\n")
-    );
+    for stopping in ["stopping private PostgreSQL", "stopping private Redis"] {
+        assert!(
+            stderr.iter().any(|l| l.contains(stopping)),
+            "{}",
+            stderr.join("\n")
+        );
+    }
     assert!(
         !accepts_connections(pg_port),
         "private PostgreSQL still listening after dev exited"
+    );
+    assert!(
+        !accepts_connections(redis_port),
+        "private Redis still listening after dev exited"
     );
 }

@@ -273,7 +273,7 @@ pub async fn signup(
         return Err(AppError::NotFound);
     }
     let ip = throttle_key(client_ip(&req));
-    state.throttles.signup_ip.check(&ip)?;
+    state.throttles.signup_ip.check(&ip).await?;
     let input = body.value;
     validate_signup(&input, &state.config.plans)?;
     let hash = password::hash(input.user.password.clone()).await?;
@@ -377,13 +377,13 @@ pub async fn login(
     let tenant = host.0.ok_or(AppError::Unauthenticated)?;
     let input = body.value;
     let ip = throttle_key(client_ip(&req));
-    state.throttles.login_ip.check(&ip)?;
+    state.throttles.login_ip.check(&ip).await?;
     let email = users::normalize_email(&input.email);
     // Before anything looks at the password: a throttled attempt must not learn whether it was
     // right. The attempt holds the account's turn until it is settled as failed or succeeded.
     let attempt = state.throttles.login.begin(tenant.id, &email, &ip).await?;
     if password::exceeds_max(&input.password) {
-        attempt.failed();
+        attempt.failed().await;
         return Err(AppError::InvalidCredentials);
     }
     let tenant_id = tenant.id;
@@ -406,7 +406,7 @@ pub async fn login(
             u
         }
         _ => {
-            attempt.failed();
+            attempt.failed().await;
             return Err(AppError::InvalidCredentials);
         }
     };
@@ -481,7 +481,7 @@ pub async fn refresh_tokens(
     body: JsonBody<RefreshRequest>,
 ) -> AppResult<HttpResponse> {
     let ip = throttle_key(client_ip(&req));
-    state.throttles.refresh_ip.check(&ip)?;
+    state.throttles.refresh_ip.check(&ip).await?;
     let token = body.value.refresh_token;
     let claimed = refresh::tenant_of(&token).ok_or(AppError::Unauthenticated)?;
     let tenant = credential_tenant(&state, host.0, claimed).await?;

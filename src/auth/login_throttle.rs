@@ -6,26 +6,27 @@
 //! slow an account down for newcomers, never lock its owner out of the places they use.
 //!
 //! Every check happens before the password is verified, so a throttled attempt learns nothing
-//! about it. governor has no "peek": a cell is consumed only when an attempt fails, and a key
-//! whose last cell went is remembered as blocked until its next one is due; the pre-check reads
-//! that. Attempts on one account take turns (a striped lock), so a burst of parallel guesses
-//! cannot all pass the pre-check before the first failure is recorded.
+//! about it. A rate limiter has no "peek": a cell is consumed only when an attempt fails, and a
+//! key whose last cell went is remembered as blocked until its next one is due; the pre-check
+//! reads that. Attempts on one account take turns (a striped lock), so a burst of parallel
+//! guesses cannot all pass the pre-check before the first failure is recorded.
 //!
-//! All of this is per process: N replicas allow N times the limits.
+//! Failures are counted in the application's [`Limiter`], so with Redis every replica counts
+//! against one budget. What is remembered beside it stays per process: a replica learns that a
+//! key is blocked from its own next failure there (the shared budget refuses it), so N replicas
+//! let through at most N − 1 extra failures per blocked interval, not N times the limit; and an
+//! IP is known only to the replicas it logged in through (elsewhere the stricter rule applies).
 
-use std::hash::{BuildHasher, Hash, RandomState};
+use std::hash::{BuildHasher, RandomState};
 use std::time::{Duration, Instant};
 
-use governor::RateLimiter;
-use governor::clock::{Clock, DefaultClock};
-use governor::middleware::StateInformationMiddleware;
-use governor::state::keyed::DefaultKeyedStateStore;
 use tokio::sync::{Mutex, MutexGuard};
 
-use super::throttle::{quota, retry_after_secs};
+use super::throttle::retry_after_secs;
 use crate::config::AuthConfig;
 use crate::error::AppError;
 use crate::ids::TenantId;
+use crate::limits::rate::{Limiter, Rate};
 
 /// Blocked keys and known IPs remembered at most; both expire on their own well before that
 /// matters, the bound only caps memory under a flood of distinct keys.
@@ -33,36 +34,33 @@ const MAX_REMEMBERED: u64 = 100_000;
 /// Turns are taken per stripe of accounts; unrelated accounts rarely share one.
 const STRIPES: usize = 256;
 
-/// `{tenant}:{normalized email}`: one account, whether or not it exists.
-type Account = String;
-/// (account, client IP).
-type AccountIp = (Account, String);
-
-type FailureLimiter<K> =
-    RateLimiter<K, DefaultKeyedStateStore<K>, DefaultClock, StateInformationMiddleware>;
-
 /// A keyed GCRA limit that counts only failures and can say "blocked?" without consuming.
-struct FailureLimit<K: Hash + Eq + Clone + Send + Sync + 'static> {
-    limiter: FailureLimiter<K>,
+struct FailureLimit {
+    limiter: Limiter,
+    /// Keys live in the limiter as `auth:<name>:<key>`.
+    name: &'static str,
+    rate: Rate,
     /// Keys out of failures, and when their next one is due.
-    blocked: moka::sync::Cache<K, Instant>,
+    blocked: moka::sync::Cache<String, Instant>,
 }
 
-impl<K: Hash + Eq + Clone + Send + Sync + 'static> FailureLimit<K> {
-    fn new(count: u32, per: Duration) -> Self {
-        let quota = quota(count, per);
+impl FailureLimit {
+    fn new(limiter: &Limiter, name: &'static str, count: u32, per: Duration) -> Self {
+        let rate = Rate::per(count, per);
         Self {
-            limiter: RateLimiter::keyed(quota).with_middleware::<StateInformationMiddleware>(),
-            // A block never outlasts one replenish interval (see `record`).
+            limiter: limiter.clone(),
+            name,
+            rate,
+            // A block never outlasts one interval (see `record`).
             blocked: moka::sync::Cache::builder()
                 .max_capacity(MAX_REMEMBERED)
-                .time_to_live(quota.replenish_interval())
+                .time_to_live(rate.interval())
                 .build(),
         }
     }
 
     /// How long `key` must still wait, if it is out of failures.
-    fn wait(&self, key: &K) -> Option<Duration> {
+    fn wait(&self, key: &str) -> Option<Duration> {
         let until = self.blocked.get(key)?;
         until
             .checked_duration_since(Instant::now())
@@ -70,31 +68,33 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> FailureLimit<K> {
     }
 
     /// Counts one failure; when it took the last cell, blocks `key` until the next is due.
-    fn record(&self, key: &K) {
-        let wait = match self.limiter.check_key(key) {
-            Ok(state) if state.remaining_burst_capacity() > 0 => return,
-            // The next cell is due within one replenish interval (exactly that after a burst);
-            // waiting the whole interval errs on the safe side.
-            Ok(state) => state.quota().replenish_interval(),
-            // Already out: failures from known IPs still count against the account.
-            Err(not_until) => not_until.wait_time_from(self.limiter.clock().now()),
+    async fn record(&self, key: &str) {
+        let decision = self
+            .limiter
+            .check(&format!("auth:{}:{key}", self.name), self.rate)
+            .await;
+        let wait = match decision.retry_after {
+            None if decision.remaining > 0 => return,
+            // The next cell is due within one interval (exactly that after a burst); waiting
+            // the whole interval errs on the safe side.
+            None => self.rate.interval(),
+            // Already out: failures from known IPs, or through other replicas, still count.
+            Some(wait) => wait,
         };
-        self.blocked.insert(key.clone(), Instant::now() + wait);
+        self.blocked.insert(key.to_owned(), Instant::now() + wait);
     }
 
     fn prune(&self) {
-        self.limiter.retain_recent();
-        self.limiter.shrink_to_fit();
         self.blocked.run_pending_tasks();
     }
 }
 
 /// Failure throttles for `POST /v1/auth/login` (the per-IP attempt throttle is in `Throttles`).
 pub struct LoginThrottle {
-    account_ip: FailureLimit<AccountIp>,
-    account: FailureLimit<Account>,
+    account_ip: FailureLimit,
+    account: FailureLimit,
     /// (account, IP) pairs that logged in successfully within `auth.login_known_ip_days`.
-    known_ips: moka::sync::Cache<AccountIp, ()>,
+    known_ips: moka::sync::Cache<String, ()>,
     /// One lock per stripe of accounts: an account's attempts are checked and settled in turn.
     turns: Box<[Mutex<()>]>,
     /// Random per process, so nobody can aim many accounts at one stripe.
@@ -102,19 +102,35 @@ pub struct LoginThrottle {
 }
 
 impl LoginThrottle {
-    /// Builds the limits from `[auth]`.
-    pub fn new(cfg: &AuthConfig) -> Self {
+    /// Builds the limits from `[auth]`, counting failures in `limiter`.
+    pub fn new(cfg: &AuthConfig, limiter: &Limiter) -> Self {
         Self::with_limits(
+            limiter,
             cfg.login_failures_per_account_ip_per_minute,
             cfg.login_failures_per_account_per_hour,
             Duration::from_secs(u64::from(cfg.login_known_ip_days) * 86_400),
         )
     }
 
-    fn with_limits(per_account_ip_minute: u32, per_account_hour: u32, known_ttl: Duration) -> Self {
+    fn with_limits(
+        limiter: &Limiter,
+        per_account_ip_minute: u32,
+        per_account_hour: u32,
+        known_ttl: Duration,
+    ) -> Self {
         Self {
-            account_ip: FailureLimit::new(per_account_ip_minute, Duration::from_secs(60)),
-            account: FailureLimit::new(per_account_hour, Duration::from_secs(3600)),
+            account_ip: FailureLimit::new(
+                limiter,
+                "login_failures_account_ip",
+                per_account_ip_minute,
+                Duration::from_secs(60),
+            ),
+            account: FailureLimit::new(
+                limiter,
+                "login_failures_account",
+                per_account_hour,
+                Duration::from_secs(3600),
+            ),
             known_ips: moka::sync::Cache::builder()
                 .max_capacity(MAX_REMEMBERED)
                 .time_to_live(known_ttl)
@@ -135,22 +151,25 @@ impl LoginThrottle {
         let account = format!("{tenant}:{email}");
         let stripe = self.hasher.hash_one(&account) as usize % self.turns.len();
         let turn = self.turns[stripe].lock().await;
-        let account_ip = (account, ip.to_string());
+        // An IP never contains `|`, so splitting at the last one gives the pair back: no two
+        // pairs share a key.
+        let account_ip = format!("{account}|{ip}");
         let mut wait = self.account_ip.wait(&account_ip);
         if !self.known_ips.contains_key(&account_ip) {
-            wait = wait.max(self.account.wait(&account_ip.0));
+            wait = wait.max(self.account.wait(&account));
         }
         match wait {
             Some(w) => Err(AppError::RateLimited(retry_after_secs(w))),
             None => Ok(LoginAttempt {
                 throttle: self,
+                account,
                 account_ip,
                 _turn: turn,
             }),
         }
     }
 
-    /// Drops state of idle keys so memory does not grow with every account ever tried.
+    /// Drops expired blocks and known IPs (the limiter's keys are pruned with the limiter).
     pub fn prune(&self) {
         self.account_ip.prune();
         self.account.prune();
@@ -162,15 +181,19 @@ impl LoginThrottle {
 /// dropped unsettled (a database error, say), it counts nothing.
 pub struct LoginAttempt<'a> {
     throttle: &'a LoginThrottle,
-    account_ip: AccountIp,
+    account: String,
+    account_ip: String,
     _turn: MutexGuard<'a, ()>,
 }
 
 impl LoginAttempt<'_> {
     /// Wrong password or unknown account: one failure for the (account, IP) and the account.
-    pub fn failed(self) {
-        self.throttle.account_ip.record(&self.account_ip);
-        self.throttle.account.record(&self.account_ip.0);
+    pub async fn failed(self) {
+        let t = self.throttle;
+        tokio::join!(
+            t.account_ip.record(&self.account_ip),
+            t.account.record(&self.account)
+        );
     }
 
     /// Right password: nothing is counted, and the IP is now known for this account.
@@ -184,11 +207,16 @@ mod tests {
     use super::*;
 
     fn throttle(per_ip: u32, per_account: u32) -> LoginThrottle {
-        LoginThrottle::with_limits(per_ip, per_account, Duration::from_secs(3600))
+        LoginThrottle::with_limits(
+            &Limiter::local(),
+            per_ip,
+            per_account,
+            Duration::from_secs(3600),
+        )
     }
 
     async fn fail(t: &LoginThrottle, tenant: TenantId, email: &str, ip: &str) {
-        t.begin(tenant, email, ip).await.unwrap().failed();
+        t.begin(tenant, email, ip).await.unwrap().failed().await;
     }
 
     #[tokio::test]

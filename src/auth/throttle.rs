@@ -1,57 +1,48 @@
-//! In-process throttles for the unauthenticated endpoints (signup per IP, login per IP, refresh
-//! per IP; login failures per account in `login_throttle`), GCRA via `governor`. Per-tenant API
-//! rate limits are a separate stage.
+//! Throttles for the unauthenticated endpoints (signup per IP, login per IP, refresh per IP;
+//! login failures per account in `login_throttle`), on the shared rate limiter: with
+//! `redis.url` set they hold across replicas. Per-tenant API rate limits are a separate stage.
 
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
-
-use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use super::login_throttle::LoginThrottle;
 use crate::config::AuthConfig;
 use crate::error::AppError;
-
-/// `count` per `per`, all of it available at once.
-pub(crate) fn quota(count: u32, per: Duration) -> Quota {
-    let n = NonZeroU32::new(count.max(1)).expect("max(1) is non-zero");
-    Quota::with_period(per / n.get())
-        .expect("period is non-zero")
-        .allow_burst(n)
-}
+use crate::limits::rate::{Limiter, Rate};
 
 /// `Retry-After` seconds for a wait: rounded up, so a client that obeys it is let through.
 pub(crate) fn retry_after_secs(wait: Duration) -> u64 {
     (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
 }
 
-/// One keyed limiter.
+/// One keyed limit: its keys live in the limiter as `auth:<name>:<key>`, so two throttles never
+/// share a budget even when their rates and keys coincide.
 #[derive(Clone)]
 pub struct Throttle {
-    limiter: Arc<DefaultKeyedRateLimiter<String>>,
+    limiter: Limiter,
+    name: &'static str,
+    rate: Rate,
 }
 
 impl Throttle {
-    fn new(count: u32, per: Duration) -> Self {
+    fn new(limiter: &Limiter, name: &'static str, count: u32, per: Duration) -> Self {
         Self {
-            limiter: Arc::new(RateLimiter::keyed(quota(count, per))),
+            limiter: limiter.clone(),
+            name,
+            rate: Rate::per(count, per),
         }
     }
 
     /// Counts one attempt for `key`; 429 with `Retry-After` when over the limit.
-    pub fn check(&self, key: &str) -> Result<(), AppError> {
-        self.limiter
-            .check_key(&key.to_string())
-            .map_err(|not_until| {
-                let wait = not_until.wait_time_from(DefaultClock::default().now());
-                AppError::RateLimited(retry_after_secs(wait))
-            })
-    }
-
-    fn prune(&self) {
-        self.limiter.retain_recent();
-        self.limiter.shrink_to_fit();
+    pub async fn check(&self, key: &str) -> Result<(), AppError> {
+        let decision = self
+            .limiter
+            .check(&format!("auth:{}:{key}", self.name), self.rate)
+            .await;
+        match decision.retry_after {
+            None => Ok(()),
+            Some(wait) => Err(AppError::RateLimited(retry_after_secs(wait))),
+        }
     }
 }
 
@@ -69,22 +60,25 @@ pub struct Throttles {
 }
 
 impl Throttles {
-    /// Builds the throttles from `[auth]`.
-    pub fn new(cfg: &AuthConfig) -> Self {
+    /// Builds the throttles from `[auth]`, counting in `limiter` (the application's one).
+    pub fn new(cfg: &AuthConfig, limiter: &Limiter) -> Self {
         let minute = Duration::from_secs(60);
         Self {
-            signup_ip: Throttle::new(cfg.signup_ip_per_hour, Duration::from_secs(3600)),
-            login: Arc::new(LoginThrottle::new(cfg)),
-            login_ip: Throttle::new(cfg.login_ip_per_minute, minute),
-            refresh_ip: Throttle::new(cfg.refresh_ip_per_minute, minute),
+            signup_ip: Throttle::new(
+                limiter,
+                "signup_ip",
+                cfg.signup_ip_per_hour,
+                Duration::from_secs(3600),
+            ),
+            login: Arc::new(LoginThrottle::new(cfg, limiter)),
+            login_ip: Throttle::new(limiter, "login_ip", cfg.login_ip_per_minute, minute),
+            refresh_ip: Throttle::new(limiter, "refresh_ip", cfg.refresh_ip_per_minute, minute),
         }
     }
 
-    /// Drops state of idle keys so memory does not grow with every IP ever seen.
+    /// Drops what the login throttle remembers beside the limiter (blocked keys, known IPs)
+    /// once it has expired; the limiter's own keys are pruned with the limiter.
     pub fn prune(&self) {
-        for t in [&self.signup_ip, &self.login_ip, &self.refresh_ip] {
-            t.prune();
-        }
         self.login.prune();
     }
 }
@@ -93,13 +87,20 @@ impl Throttles {
 mod tests {
     use super::*;
 
-    #[test]
-    fn limits_per_key() {
-        let t = Throttle::new(2, Duration::from_secs(60));
-        assert!(t.check("a").is_ok());
-        assert!(t.check("a").is_ok());
-        assert!(matches!(t.check("a"), Err(AppError::RateLimited(s)) if s >= 1));
-        assert!(t.check("b").is_ok());
+    #[tokio::test]
+    async fn limits_per_key_and_per_throttle() {
+        let limiter = Limiter::local();
+        let minute = Duration::from_secs(60);
+        let t = Throttle::new(&limiter, "one", 2, minute);
+        assert!(t.check("a").await.is_ok());
+        assert!(t.check("a").await.is_ok());
+        assert!(
+            matches!(t.check("a").await, Err(AppError::RateLimited(s)) if (1..=30).contains(&s))
+        );
+        assert!(t.check("b").await.is_ok());
+        // Same rate, same key, another throttle: its own budget.
+        let other = Throttle::new(&limiter, "two", 2, minute);
+        assert!(other.check("a").await.is_ok());
     }
 
     #[test]

@@ -4,5 +4,6 @@
 pub mod metering;
 pub mod plans;
 pub mod quota;
+pub mod rate;
 pub mod reconcile;
 pub mod usage;

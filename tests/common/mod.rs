@@ -3,6 +3,8 @@
 //! `TESSERA_TEST_DATABASE_URL` (a superuser URL; `scripts/test` boots a private cluster for it).
 #![allow(dead_code)]
 
+pub mod redis;
+
 use std::path::Path;
 
 use actix_web::web;
