@@ -17,6 +17,7 @@ use crate::crm::list::CursorSealer;
 use crate::http::fallback::{self, RouteTable};
 use crate::http::health::ApiJson;
 use crate::http::{conn, edge, openapi, request_id, routes};
+use crate::limits::admission::{self, Admission};
 use crate::limits::metering::Metering;
 use crate::limits::rate::Limiter;
 use crate::maintenance;
@@ -48,6 +49,8 @@ pub struct AppState {
     pub throttles: Throttles,
     /// This replica's usage counts and their flushing.
     pub metering: Arc<Metering>,
+    /// The request path's rate-limit stage (tenant budgets, in-flight caps).
+    pub admission: Admission,
 }
 
 impl AppState {
@@ -73,6 +76,7 @@ impl AppState {
                 config.auth.access_ttl_secs,
             )),
             throttles: Throttles::new(&config.auth, &limiter),
+            admission: Admission::new(limiter.clone(), config.limits.enforce),
             limiter,
             cursors: CursorSealer::from_keys(&keys),
             keys: Arc::new(keys),
@@ -114,6 +118,7 @@ pub fn build(
     app.app_data(web::Data::new(RouteTable::from_openapi(&api)))
         .app_data(web::Data::new(ApiJson { json, html }))
         .default_service(web::to(fallback::handle))
+        .wrap(from_fn(admission::headers))
         .wrap(from_fn(edge::middleware))
         .wrap(from_fn(request_id::middleware))
 }
@@ -159,14 +164,14 @@ pub fn listen(
 pub async fn serve(state: AppState) -> anyhow::Result<()> {
     let config = state.config.clone();
     let state = web::Data::new(state);
-    let (limiter, throttles) = (state.limiter.clone(), state.throttles.clone());
+    let (admission, throttles) = (state.admission.clone(), state.throttles.clone());
     // Idle rate-limit keys (tenants, client IPs, accounts) are pruned so memory does not grow
     // with every key ever seen.
     actix_web::rt::spawn(async move {
         let mut tick = actix_web::rt::time::interval(Duration::from_secs(60));
         loop {
             tick.tick().await;
-            limiter.prune();
+            admission.prune();
             throttles.prune();
         }
     });

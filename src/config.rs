@@ -69,6 +69,8 @@ pub struct Config {
     pub maintenance: MaintenanceConfig,
     /// Usage metering.
     pub metering: MeteringConfig,
+    /// The request path's limit stages.
+    pub limits: LimitsConfig,
     /// Plans from `plans.toml` next to the other config files (embedded copy when missing).
     #[serde(skip, default)]
     pub plans: crate::limits::plans::Plans,
@@ -191,6 +193,15 @@ pub struct TenancyConfig {
 pub struct MaintenanceConfig {
     /// Seconds between purges of expired idempotency keys and refresh tokens; 0 turns it off.
     pub purge_interval_secs: u64,
+}
+
+/// `[limits]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Whether tenant requests pass the rate-limit stage (GCRA budget, in-flight cap, the
+    /// `RateLimit` headers) and are metered. Off only to measure what the stages cost.
+    pub enforce: bool,
 }
 
 /// `[metering]`

@@ -193,10 +193,7 @@ async fn signup_counts_the_owner_seat_and_the_plan_decides_limits() {
         v["usage"]["seats"],
         json!({"used": 1, "limit": 3, "remaining": 2})
     );
-    assert_eq!(
-        v["limits"]["rate"],
-        json!({"requests_per_second": 20, "burst": 40})
-    );
+    assert_eq!(v["limits"]["quotas"]["records"], 1000);
     app.add_user(&a, "member").await;
     assert_eq!(tenant_view(&app, &a).await["usage"]["seats"]["used"], 2);
     // Signup may name a self-serve plan, not another.

@@ -117,6 +117,7 @@ impl FromRequest for Principal {
         let host_fut = HostTenant::from_request(req, payload);
         let bearer = bearer(req);
         let audit = audit_context(req);
+        let req = req.clone();
         Box::pin(async move {
             let state = state.ok_or_else(|| AppError::internal(anyhow::anyhow!("no app state")))?;
             // Stage 1: the tenant addressed by the host (may be none on the root host).
@@ -136,10 +137,16 @@ impl FromRequest for Principal {
             span.record("tenant.id", tracing::field::display(tenant.id));
             span.record("user.id", tracing::field::display(user));
             let limits = tenant.limits(&state.config.plans);
-            // Stage 3, rate limiting per tenant: src/limits/admission (wired below).
-            // Stage 5, the request quota: a tenant past its monthly API requests gets 402.
+            // Stage 3: the tenant's rate budget and in-flight cap (429), with the RateLimit
+            // headers written on the way out whatever the answer.
+            state.admission.admit(&req, tenant.id, &limits).await?;
+            // Stage 5, the request quota, is decided here too (authorization, stage 4, is the
+            // handler's first line, `Principal::require`): a tenant past its monthly API
+            // requests gets 402; an admitted request is metered, whatever its answer.
             let monthly = limits.quotas.api_requests_per_month;
-            if let Err(used) = state.metering.count_request(tenant.id, monthly) {
+            if !state.config.limits.enforce {
+                // Measuring the stages' cost (bench/): neither counted nor capped.
+            } else if let Err(used) = state.metering.count_request(tenant.id, monthly) {
                 return Err(AppError::QuotaExceeded {
                     quota: "api_requests_per_month",
                     limit: monthly,

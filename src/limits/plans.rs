@@ -160,6 +160,12 @@ impl Plans {
         self.get(name).is_some_and(|p| p.self_serve)
     }
 
+    /// The plan called `name`, to change in place: configuration built in code (tests,
+    /// embedding) rather than read from plans.toml. Run [`Plans::parse`]'s rules yourself.
+    pub fn plan_mut(&mut self, name: &str) -> Option<&mut Plan> {
+        self.0.get_mut(name)
+    }
+
     /// Every plan, by name.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Plan)> {
         self.0.iter().map(|(k, v)| (k.as_str(), v))

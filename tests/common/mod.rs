@@ -431,6 +431,14 @@ pub fn test_config(db: &TestDb) -> Config {
     c.auth.login_failures_per_account_per_hour = 10_000;
     c.auth.login_ip_per_minute = 10_000;
     c.auth.refresh_ip_per_minute = 10_000;
+    // Suites fire requests as fast as they can; the plans' request rates and in-flight caps
+    // would make them flaky. Tests of the limits set their tenant's overrides instead.
+    for name in ["free", "pro", "enterprise"] {
+        let plan = c.plans.plan_mut(name).unwrap();
+        plan.rate.requests_per_second = 100_000;
+        plan.rate.burst = 100_000;
+        plan.max_concurrent_requests = 10_000;
+    }
     c
 }
 
@@ -440,13 +448,15 @@ pub struct TestApp {
     pub base: String,
     /// Port.
     pub port: u16,
-    /// The database.
-    pub db: TestDb,
+    /// The database (shared with [`TestApp::replica`]s).
+    pub db: std::sync::Arc<TestDb>,
     /// Shared state (keys, door) for tests that need to reach inside.
     pub state: web::Data<AppState>,
     /// HTTP client (no redirects).
     pub http: reqwest::Client,
     server: actix_web::dev::ServerHandle,
+    /// The signing key, so replicas accept each other's tokens.
+    pem: String,
 }
 
 /// A tenant created through signup, with its owner's credentials.
@@ -481,9 +491,24 @@ impl TestApp {
 
     /// Starts an app on `db` after `tweak` adjusts the config.
     pub async fn spawn_on(db: TestDb, tweak: impl FnOnce(&mut Config)) -> TestApp {
+        let (_, pem) = Keys::generate().unwrap();
+        Self::start(std::sync::Arc::new(db), pem, tweak).await
+    }
+
+    /// A second server process stand-in on the same database with the same signing key (so
+    /// tokens work on both), configured by `tweak` from the test defaults: another replica.
+    pub async fn replica(&self, tweak: impl FnOnce(&mut Config)) -> TestApp {
+        Self::start(self.db.clone(), self.pem.clone(), tweak).await
+    }
+
+    async fn start(
+        db: std::sync::Arc<TestDb>,
+        pem: String,
+        tweak: impl FnOnce(&mut Config),
+    ) -> TestApp {
         let mut config = test_config(&db);
         tweak(&mut config);
-        let (keys, _) = Keys::generate().unwrap();
+        let keys = Keys::from_pem(&pem).unwrap();
         let state = web::Data::new(AppState::new(config, keys).unwrap());
         let (server, addrs) = app::listen(
             state.clone(),
@@ -508,6 +533,7 @@ impl TestApp {
             state,
             http,
             server: handle,
+            pem,
         }
     }
 
