@@ -145,6 +145,10 @@ async fn openapi_is_3_1_and_lists_exactly_the_mounted_routes() {
         "GET /v1/contacts/{id}",
         "PATCH /v1/contacts/{id}",
         "DELETE /v1/contacts/{id}",
+        "POST /v1/contacts/{id}/restore",
+        "GET /v1/tenant",
+        "PATCH /v1/tenant",
+        "GET /v1/tenant/usage",
     ]
     .into_iter()
     .map(String::from)

@@ -56,10 +56,13 @@ impl Granularity {
 pub struct RangeQuery {
     /// Start (RFC 3339); default: the start of the current month (UTC). Rounded down to the
     /// row's window.
+    #[param(pattern = r"^[^\u0000]*$", example = "2026-12-01T00:00:00Z")]
     pub from: Option<String>,
     /// End, exclusive (RFC 3339); default: now.
+    #[param(pattern = r"^[^\u0000]*$")]
     pub to: Option<String>,
     /// `hour` (default) or `day`.
+    #[param(value_type = Option<Granularity>)]
     pub granularity: Option<String>,
 }
 

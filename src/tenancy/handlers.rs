@@ -31,8 +31,83 @@ const BILLING_READ: &str = "billing:read";
 
 /// Longest tenant name, in characters (as at signup).
 const MAX_NAME: usize = 200;
-/// Largest `settings` object, serialized.
-const MAX_SETTINGS_BYTES: usize = 16 * 1024;
+/// Most keys in `settings`.
+const MAX_SETTINGS_KEYS: usize = 50;
+/// Longest string value in `settings`.
+const MAX_SETTING_STRING: usize = 1000;
+/// A settings key.
+const SETTING_KEY: &str = r"^[a-z][a-z0-9_]{0,63}$";
+
+/// OpenAPI schemas of the PATCH body: exactly what [`settings_problem`] and the name check accept.
+mod api_schema {
+    use serde_json::json;
+    use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
+
+    use super::{MAX_NAME, MAX_SETTING_STRING, MAX_SETTINGS_KEYS, SETTING_KEY};
+    use crate::http::openapi::rules;
+
+    /// The display name.
+    pub fn name() -> ObjectBuilder {
+        rules::string(false)
+            .pattern(Some(rules::non_blank()))
+            .max_length(Some(MAX_NAME))
+            .description(Some("1–200 characters once trimmed."))
+    }
+
+    /// The settings object.
+    pub fn settings() -> ObjectBuilder {
+        let value = ObjectBuilder::new()
+            .schema_type(SchemaType::from_iter([
+                Type::String,
+                Type::Number,
+                Type::Boolean,
+                Type::Null,
+            ]))
+            .max_length(Some(MAX_SETTING_STRING))
+            .pattern(Some(rules::NO_NUL));
+        ObjectBuilder::new()
+            .schema_type(SchemaType::new(Type::Object))
+            .property_names(Some(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .pattern(Some(SETTING_KEY)),
+            ))
+            .additional_properties(Some(value))
+            .max_properties(Some(MAX_SETTINGS_KEYS))
+            .description(Some(
+                "Replaces the whole settings object: at most 50 keys matching \
+                 `^[a-z][a-z0-9_]{0,63}$`, each a string (at most 1000 characters), number, \
+                 boolean or null.",
+            ))
+            .examples([json!({"locale": "de", "fiscal_year_start": 4})])
+    }
+}
+
+/// Why `settings` is refused, if it is.
+fn settings_problem(v: &Value) -> Option<&'static str> {
+    let key = regex::Regex::new(SETTING_KEY).expect("valid pattern");
+    let Some(map) = v.as_object() else {
+        return Some("must be a JSON object");
+    };
+    if map.len() > MAX_SETTINGS_KEYS {
+        return Some("at most 50 keys");
+    }
+    for (k, v) in map {
+        if !key.is_match(k) {
+            return Some("keys must match ^[a-z][a-z0-9_]{0,63}$");
+        }
+        match v {
+            Value::String(s) if s.contains('\0') || s.chars().count() > MAX_SETTING_STRING => {
+                return Some("string values: at most 1000 characters, no NUL");
+            }
+            Value::Array(_) | Value::Object(_) => {
+                return Some("values must be strings, numbers, booleans or null");
+            }
+            _ => {}
+        }
+    }
+    None
+}
 
 /// How much of one quota is in use.
 #[derive(Debug, Clone, Copy, Serialize, ToSchema)]
@@ -166,10 +241,10 @@ pub async fn get_tenant(
 #[serde(deny_unknown_fields)]
 pub struct TenantPatch {
     /// Display name, 1–200 characters.
-    #[schema(min_length = 1, max_length = 200)]
+    #[schema(schema_with = api_schema::name)]
     pub name: Option<String>,
-    /// Replaces the settings object (at most 16 KiB as JSON).
-    #[schema(value_type = Option<Object>)]
+    /// Replaces the settings object.
+    #[schema(schema_with = api_schema::settings)]
     pub settings: Option<Value>,
 }
 
@@ -183,7 +258,7 @@ pub struct TenantPatch {
         (status = 200, description = "Updated", body = TenantView, headers(("ETag" = String))),
         (status = 403, description = "Lacks `tenant:manage` (`forbidden`)", body = Problem, content_type = "application/problem+json"),
         (status = 412, description = "`If-Match` matches no current version (`version_conflict`)", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`name` empty or too long (`invalid_length`), `settings` not an object or over 16 KiB, or an unknown field such as `plan` (`validation_failed`)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`name` empty or too long (`invalid_length`), `settings` not an object of at most 50 scalar values under `^[a-z][a-z0-9_]{0,63}$` keys, or an unknown field such as `plan` (`validation_failed`)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[patch("/v1/tenant")]
@@ -206,14 +281,8 @@ pub async fn update_tenant(
             format!("must be 1–{MAX_NAME} characters"),
         ));
     }
-    if let Some(s) = &patch.settings
-        && (!s.is_object() || s.to_string().len() > MAX_SETTINGS_BYTES)
-    {
-        errors.push(FieldError::new(
-            "settings",
-            "invalid_value",
-            "must be a JSON object of at most 16 KiB",
-        ));
+    if let Some(why) = patch.settings.as_ref().and_then(settings_problem) {
+        errors.push(FieldError::new("settings", "invalid_value", why));
     }
     if !errors.is_empty() {
         return Err(AppError::Validation(errors));
