@@ -10,6 +10,7 @@ pub mod health;
 pub mod idempotency;
 pub mod openapi;
 pub mod payload;
+pub mod precondition;
 pub mod principal;
 pub mod request_id;
 pub mod routes;

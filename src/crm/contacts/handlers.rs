@@ -21,6 +21,7 @@ use crate::crm::list::{self, ListContext, Sort};
 use crate::error::{AppError, AppResult, FieldError, Problem};
 use crate::http::body::JsonBody;
 use crate::http::idempotency::{self, Claim};
+use crate::http::precondition::if_match;
 use crate::http::principal::Principal;
 use crate::ids::ContactId;
 
@@ -90,30 +91,6 @@ const LIST_PARAMS: &[&str] = &[
 
 fn etag(version: i64) -> (header::HeaderName, String) {
     (header::ETAG, format!("\"{version}\""))
-}
-
-/// `If-Match` (RFC 9110 §13.1.1) → the versions it accepts, or `None` when absent or `*`.
-/// A list (`"3", "4"`) accepts any of its entries. Comparison is strong: weak tags (`W/"3"`) and
-/// anything unparsable accept nothing, so such a header always fails with 412.
-fn if_match(req: &HttpRequest) -> Option<Vec<i64>> {
-    let raw = req.headers().get(header::IF_MATCH)?;
-    let Ok(v) = raw.to_str() else {
-        return Some(Vec::new());
-    };
-    if v.trim() == "*" {
-        return None;
-    }
-    Some(
-        v.split(',')
-            .filter_map(|tag| {
-                tag.trim()
-                    .strip_prefix('"')?
-                    .strip_suffix('"')?
-                    .parse()
-                    .ok()
-            })
-            .collect(),
-    )
 }
 
 /// Path ids that are not canonical UUIDs are simply not found (same answer as any missing id):
