@@ -18,7 +18,9 @@ use crate::http::fallback::{self, RouteTable};
 use crate::http::health::ApiJson;
 use crate::http::{conn, edge, openapi, request_id, routes};
 use crate::maintenance;
+use crate::platform::auth::KeyCache;
 use crate::tenancy::directory::Directory;
+use crate::tenancy::invalidation;
 use crate::tenancy::{Door, PlatformDoor};
 
 /// Everything handlers share. There is deliberately no pool here: the door owns it.
@@ -42,6 +44,8 @@ pub struct AppState {
     pub tokens: Arc<TokenService>,
     /// Auth throttles.
     pub throttles: Throttles,
+    /// Verified platform keys (the operator API's credentials), cached briefly.
+    pub platform_keys: KeyCache,
 }
 
 impl AppState {
@@ -50,6 +54,10 @@ impl AppState {
         let door = Door::connect(config.app_database_url()?, &config)?;
         let platform = PlatformDoor::connect(&config.platform_database_url()?, &config)?;
         Ok(Self {
+            platform_keys: KeyCache::new(
+                platform.clone(),
+                Duration::from_secs(config.platform.key_cache_secs),
+            ),
             directory: Directory::new(
                 platform.clone(),
                 Duration::from_secs(config.tenancy.cache_secs),
@@ -70,6 +78,14 @@ impl AppState {
             door,
             config: Arc::new(config),
         })
+    }
+
+    /// Starts what every serving process runs beside its requests, on the current tokio
+    /// runtime: the tenant change listener (`tenancy::invalidation`), so a suspension, plan
+    /// change or override made through any replica reaches this one on the next request.
+    pub fn start_background(&self) -> anyhow::Result<()> {
+        invalidation::spawn_listener(self.config.platform_database_url()?, self.directory.clone());
+        Ok(())
     }
 }
 
@@ -149,6 +165,7 @@ pub fn listen(
 /// Serves until SIGINT/SIGTERM, then drains in-flight requests (`http.shutdown_timeout_secs`).
 pub async fn serve(state: AppState) -> anyhow::Result<()> {
     let config = state.config.clone();
+    state.start_background()?;
     let state = web::Data::new(state);
     let throttles = state.throttles.clone();
     // Idle throttle keys are pruned so memory does not grow with every client ever seen.
