@@ -133,6 +133,8 @@ pub struct TestDb {
     pub name: String,
     /// The nodes it lives on.
     pub cluster: Cluster,
+    /// Whether dropping this value drops the database (false for [`TestDb::share`]).
+    owned: bool,
 }
 
 impl TestDb {
@@ -171,7 +173,31 @@ impl TestDb {
             .unwrap();
         let name = format!("t_{}", uuid::Uuid::new_v4().simple());
         cluster.create_db(&name, Some(&tpl)).await;
-        TestDb { name, cluster }
+        TestDb {
+            name,
+            cluster,
+            owned: true,
+        }
+    }
+
+    /// The same database, for a second server (a replica); dropping it leaves the database to
+    /// its owner.
+    pub fn share(&self) -> TestDb {
+        TestDb {
+            name: self.name.clone(),
+            cluster: self.cluster.clone(),
+            owned: false,
+        }
+    }
+
+    /// Environment for the `tessera` binary to work on this database: the app, platform and
+    /// owner (migration) URLs.
+    pub fn cli_env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("TESSERA_DATABASE__URL", self.app_url()),
+            ("TESSERA_DATABASE__PLATFORM_URL", self.platform_url()),
+            ("TESSERA_DATABASE__MIGRATION_URL", self.admin_url()),
+        ]
     }
 
     /// URL of the app role on this database.
@@ -242,6 +268,9 @@ impl TestDb {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
+        if !self.owned {
+            return;
+        }
         let (name, cluster) = (self.name.clone(), self.cluster.clone());
         // Drop runs outside any runtime guarantee; use a private one on a plain thread.
         let _ = std::thread::spawn(move || {
@@ -444,6 +473,8 @@ pub struct TestApp {
     pub state: web::Data<AppState>,
     /// HTTP client (no redirects).
     pub http: reqwest::Client,
+    /// The signing key, so a replica accepts this server's tokens.
+    signing_pem: String,
     server: actix_web::dev::ServerHandle,
 }
 
@@ -481,8 +512,16 @@ impl TestApp {
     pub async fn spawn_on(db: TestDb, tweak: impl FnOnce(&mut Config)) -> TestApp {
         let mut config = test_config(&db);
         tweak(&mut config);
-        let (keys, _) = Keys::generate().unwrap();
+        // A configured key (a replica's, see `replica`) is used; otherwise a fresh one.
+        let (keys, signing_pem) = if config.auth.signing_key_pem.is_empty() {
+            Keys::generate().unwrap()
+        } else {
+            let pem = config.auth.signing_key_pem.clone();
+            (Keys::load(&config).unwrap(), pem)
+        };
         let state = web::Data::new(AppState::new(config, keys).unwrap());
+        // As `serve` does: the tenant change listener of this "process".
+        state.start_background().unwrap();
         let (server, addrs) = app::listen(
             state.clone(),
             &app::Listen {
@@ -505,8 +544,27 @@ impl TestApp {
             db,
             state,
             http,
+            signing_pem,
             server: handle,
         }
+    }
+
+    /// A second server on this app's database (a replica) after `tweak` adjusts its config.
+    pub async fn replica(&self, tweak: impl FnOnce(&mut Config)) -> TestApp {
+        let pem = self.signing_pem.clone();
+        Self::spawn_on(self.db.share(), move |c| {
+            c.auth.signing_key_pem = pem;
+            tweak(c);
+        })
+        .await
+    }
+
+    /// A new platform key with `scopes`; returns (key id, key).
+    pub async fn platform_key(&self, scopes: &[tessera::platform::Scope]) -> (String, String) {
+        let created = tessera::platform::keys::create(&self.state.platform, "test", scopes)
+            .await
+            .unwrap();
+        (created.info.id.to_string(), created.plaintext)
     }
 
     /// A request to the root host.
