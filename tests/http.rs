@@ -194,6 +194,8 @@ async fn openapi_is_3_1_and_lists_exactly_the_mounted_routes() {
 async fn a_dead_database_gives_503_with_retry_after_quickly_and_leaks_nothing() {
     let app = TestApp::spawn_with(|c| {
         c.database.url = "postgres://tessera_app@127.0.0.1:1/nowhere".into();
+        // Both roles' database is gone: the tenant lookup (platform path) fails too.
+        c.database.platform_url = "postgres://tessera_platform@127.0.0.1:1/nowhere".into();
         c.database.acquire_timeout_ms = 500;
         c.database.retry_after_secs = 3;
     })

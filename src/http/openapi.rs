@@ -5,6 +5,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::error::{FieldError, Problem};
+use crate::platform::view::StatusFilter;
 
 /// Info, tags, shared schemas, security schemes.
 #[derive(OpenApi)]
@@ -13,7 +14,7 @@ use crate::error::{FieldError, Problem};
         title = "Tessera API",
         description = "Multi-tenant CRM. Tenants are addressed by subdomain (`{slug}.{base_domain}`) or by the credential on the root host. Every error is application/problem+json.",
     ),
-    components(schemas(Problem, FieldError)),
+    components(schemas(Problem, FieldError, StatusFilter)),
     modifiers(&Bearer),
     tags(
         (name = "auth", description = "Signup, login, tokens"),

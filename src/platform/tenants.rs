@@ -46,7 +46,7 @@ pub struct ListQuery {
     #[param(pattern = r"^[^\u0000]*$")]
     cursor: Option<String>,
     /// Only tenants with this status.
-    #[param(pattern = r"^(provisioning|active|suspended|deleted)$")]
+    #[param(value_type = Option<super::view::StatusFilter>)]
     status: Option<String>,
     /// Only tenants on this plan.
     #[param(pattern = r"^[^\u0000]*$")]

@@ -66,6 +66,21 @@ impl TenantView {
     }
 }
 
+/// A tenant's status, as the list filters by it.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum StatusFilter {
+    /// Reserved by a signup or create that has not finished (never served).
+    Provisioning,
+    /// Served.
+    Active,
+    /// Refused with 403 `tenant_suspended`.
+    Suspended,
+    /// Soft-deleted.
+    Deleted,
+}
+
 /// A page of tenants.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TenantPage {
