@@ -21,7 +21,9 @@ use crate::limits::admission::{self, Admission};
 use crate::limits::metering::Metering;
 use crate::limits::rate::Limiter;
 use crate::maintenance;
+use crate::platform::auth::KeyCache;
 use crate::tenancy::directory::Directory;
+use crate::tenancy::invalidation;
 use crate::tenancy::{Door, PlatformDoor};
 
 /// Everything handlers share. There is deliberately no pool here: the door owns it.
@@ -51,6 +53,8 @@ pub struct AppState {
     pub metering: Arc<Metering>,
     /// The request path's rate-limit stage (tenant budgets, in-flight caps).
     pub admission: Admission,
+    /// Verified platform keys (the operator API's credentials), cached briefly.
+    pub platform_keys: KeyCache,
 }
 
 impl AppState {
@@ -60,6 +64,10 @@ impl AppState {
         let platform = PlatformDoor::connect(&config.platform_database_url()?, &config)?;
         let limiter = Limiter::new(&config.redis)?;
         Ok(Self {
+            platform_keys: KeyCache::new(
+                platform.clone(),
+                Duration::from_secs(config.platform.key_cache_secs),
+            ),
             directory: Directory::new(
                 platform.clone(),
                 Duration::from_secs(config.tenancy.cache_secs),
@@ -83,6 +91,14 @@ impl AppState {
             door,
             config: Arc::new(config),
         })
+    }
+
+    /// Starts what every serving process runs beside its requests, on the current tokio
+    /// runtime: the tenant change listener (`tenancy::invalidation`), so a suspension, plan
+    /// change or override made through any replica reaches this one on the next request.
+    pub fn start_background(&self) -> anyhow::Result<()> {
+        invalidation::spawn_listener(self.config.platform_database_url()?, self.directory.clone());
+        Ok(())
     }
 }
 
@@ -163,6 +179,7 @@ pub fn listen(
 /// Serves until SIGINT/SIGTERM, then drains in-flight requests (`http.shutdown_timeout_secs`).
 pub async fn serve(state: AppState) -> anyhow::Result<()> {
     let config = state.config.clone();
+    state.start_background()?;
     let state = web::Data::new(state);
     let (admission, throttles) = (state.admission.clone(), state.throttles.clone());
     // Idle rate-limit keys (tenants, client IPs, accounts) are pruned so memory does not grow

@@ -1,4 +1,5 @@
-//! The `tessera` command line: serve, migrate, tenants apply, doctor, dev, devdb, devredis.
+//! The `tessera` command line: serve, migrate, tenants apply, platform (keys, purge), usage,
+//! doctor, dev, devdb, devredis.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -14,6 +15,9 @@ use crate::db::grants::Roles;
 use crate::db::{guard, migrate};
 use crate::devdb::PrivatePostgres;
 use crate::devredis::PrivateRedis;
+use crate::ids::PlatformKeyId;
+use crate::platform::keys::{self, Scope};
+use crate::platform::purge;
 use crate::tenancy::{Door, PlatformDoor, manifest};
 
 /// Tessera: multi-tenant CRM backend.
@@ -37,6 +41,12 @@ pub enum Command {
         /// What to do with tenants.
         #[command(subcommand)]
         command: TenantsCommand,
+    },
+    /// Operator tools: platform keys for the operator API, purging deleted tenants.
+    Platform {
+        /// What to do.
+        #[command(subcommand)]
+        command: PlatformCommand,
     },
     /// Check configuration, database reachability, migrations and every RLS guard; print each.
     Doctor,
@@ -84,6 +94,50 @@ pub enum TenantsCommand {
     Apply {
         /// Folder of manifests.
         dir: PathBuf,
+        /// Print what would change (per tenant: create, `field: old → new`, users to add, and
+        /// deletions with --prune) and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Soft-delete tenants that are in no manifest (as the operator API's DELETE does).
+        /// Without it they are only reported, on stderr, as "not in manifests, kept".
+        #[arg(long)]
+        prune: bool,
+    },
+}
+
+/// `tessera platform …`
+#[derive(Debug, Subcommand)]
+pub enum PlatformCommand {
+    /// Platform keys: the operator API's credentials.
+    Keys {
+        /// create | list | revoke.
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Remove the data of tenants deleted more than `platform.delete_grace_days` ago (their
+    /// rows and slugs stay, and their usage for billing) and of signups abandoned while
+    /// provisioning (older than an hour). Uses database.migration_url (the owner).
+    Purge,
+}
+
+/// `tessera platform keys …`
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create a key and print it, once. Only its hash is stored.
+    Create {
+        /// A name saying who or what uses the key.
+        #[arg(long)]
+        name: String,
+        /// A scope the key grants (repeatable): tenants:read, tenants:write, usage:read.
+        #[arg(long = "scope", required = true)]
+        scopes: Vec<Scope>,
+    },
+    /// List keys: id, name, scopes, created, revoked (never the key).
+    List,
+    /// Revoke a key: it stops working within `platform.key_cache_secs` in every server.
+    Revoke {
+        /// The key's id (from `list`).
+        id: PlatformKeyId,
     },
 }
 
@@ -155,8 +209,19 @@ pub async fn run(cli: Cli) -> ExitCode {
             command: UsageCommand::Reconcile { fix },
         } => with_config(move |c| Box::pin(async move { reconcile(c, fix).await })).await,
         Command::Tenants {
-            command: TenantsCommand::Apply { dir },
-        } => with_config(move |c| Box::pin(async move { apply(c, &dir).await })).await,
+            command:
+                TenantsCommand::Apply {
+                    dir,
+                    dry_run,
+                    prune,
+                },
+        } => {
+            with_config(move |c| Box::pin(async move { apply(c, &dir, dry_run, prune).await }))
+                .await
+        }
+        Command::Platform { command } => {
+            with_config(move |c| Box::pin(async move { platform(c, command).await })).await
+        }
         Command::Dev {
             dir,
             pg_port,
@@ -298,38 +363,142 @@ async fn doctor(config: Config) -> anyhow::Result<ExitCode> {
     })
 }
 
-async fn apply(config: Config, dir: &Path) -> anyhow::Result<ExitCode> {
-    let manifests = manifest::load_dir(dir)?;
+async fn apply(config: Config, dir: &Path, dry_run: bool, prune: bool) -> anyhow::Result<ExitCode> {
+    let manifests = manifest::load_dir(dir, &config.plans)?;
     // The same two paths the server uses: tenants rows on the platform path, users and roles
     // in each tenant's own transaction as the app role.
     let door = Door::connect(config.app_database_url()?, &config)?;
     let platform = PlatformDoor::connect(&config.platform_database_url()?, &config)?;
+    let mut diffs = Vec::with_capacity(manifests.len());
     for m in &manifests {
+        let d = manifest::diff(&door, &platform, m)
+            .await
+            .with_context(|| format!("tenant {}", m.slug))?;
+        diffs.push(d);
+    }
+    let strays = manifest::prune_candidates(&platform, &manifests).await?;
+    // stdout is the diff alone (exactly "no changes" when there is none); what is merely
+    // noticed goes to stderr.
+    let mut changes = 0;
+    for d in diffs.iter().filter(|d| !d.is_empty()) {
+        changes += 1;
+        println!(
+            "tenant {}: {}",
+            d.slug,
+            if d.create { "create" } else { "update" }
+        );
+        for (field, old, new) in &d.fields {
+            println!("  {field}: {old} → {new}");
+        }
+        for email in &d.users_to_add {
+            println!("  user {email}: add");
+        }
+    }
+    for t in &strays {
+        if prune {
+            changes += 1;
+            println!("tenant {}: delete (not in manifests)", t.slug);
+        } else {
+            eprintln!(
+                "tenant {}: not in manifests, kept (--prune deletes it)",
+                t.slug
+            );
+        }
+    }
+    if changes == 0 {
+        println!("no changes");
+        return Ok(ExitCode::SUCCESS);
+    }
+    if dry_run {
+        println!("dry run: nothing was changed");
+        return Ok(ExitCode::SUCCESS);
+    }
+    for (m, d) in manifests.iter().zip(&diffs) {
+        if d.is_empty() {
+            continue;
+        }
         let applied = manifest::apply(&door, &platform, m, &Default::default())
             .await
             .with_context(|| format!("tenant {}", m.slug))?;
-        println!(
-            "tenant {} ({}) {}",
-            applied.tenant.slug,
-            applied.tenant.id,
-            if applied.created {
-                "created"
-            } else {
-                "up to date"
-            }
-        );
         for u in &applied.users {
-            match &u.generated_password {
-                Some(pw) => println!("  user {} created, password (shown once): {pw}", u.email),
-                None => println!(
-                    "  user {} {}",
-                    u.email,
-                    if u.created { "created" } else { "exists" }
-                ),
+            if let Some(pw) = &u.generated_password {
+                println!(
+                    "tenant {}: user {} password (shown once): {pw}",
+                    m.slug, u.email
+                );
             }
         }
     }
-    println!("{} manifest(s) applied", manifests.len());
+    if prune {
+        for t in &strays {
+            manifest::prune(&platform, t, config.platform.delete_grace_days)
+                .await
+                .with_context(|| format!("tenant {}", t.slug))?;
+        }
+    }
+    println!("applied {changes} change(s)");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn platform(config: Config, command: PlatformCommand) -> anyhow::Result<ExitCode> {
+    let platform = PlatformDoor::connect(&config.platform_database_url()?, &config)?;
+    match command {
+        PlatformCommand::Keys {
+            command: KeysCommand::Create { name, scopes },
+        } => {
+            let created = keys::create(&platform, &name, &scopes).await?;
+            println!("platform key {} ({})", created.info.id, created.info.name);
+            println!("scopes: {}", created.info.scopes.join(" "));
+            println!("the key, shown once — store it now:");
+            println!("{}", created.plaintext);
+        }
+        PlatformCommand::Keys {
+            command: KeysCommand::List,
+        } => {
+            println!("id\tname\tscopes\tcreated\trevoked");
+            for k in keys::list(&platform).await? {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}",
+                    k.id,
+                    k.name,
+                    k.scopes.join(","),
+                    k.created_at
+                        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    k.revoked_at.map_or("-".into(), |t| t
+                        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+                );
+            }
+        }
+        PlatformCommand::Keys {
+            command: KeysCommand::Revoke { id },
+        } => {
+            if !keys::revoke(&platform, id).await? {
+                eprintln!("error: no platform key {id}");
+                return Ok(ExitCode::FAILURE);
+            }
+            println!(
+                "revoked platform key {id} (servers stop accepting it within {} s)",
+                config.platform.key_cache_secs
+            );
+        }
+        PlatformCommand::Purge => {
+            let owner = Door::connect(config.migration_database_url()?, &config)?;
+            let purged = purge::run(&platform, &owner).await?;
+            for p in &purged {
+                match p.status.as_str() {
+                    "provisioning" => println!(
+                        "tenant {} ({}): abandoned signup removed, {} row(s)",
+                        p.slug, p.id, p.rows
+                    ),
+                    _ => println!(
+                        "tenant {} ({}): data purged, {} row(s); tenant row and usage kept",
+                        p.slug, p.id, p.rows
+                    ),
+                }
+            }
+            println!("purged {} tenant(s)", purged.len());
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -511,7 +680,7 @@ async fn dev_serve(mut config: Config, dir: &Path, tenants: &Path) -> anyhow::Re
     let keys = Keys::load(&config)?;
     let state = AppState::new(config.clone(), keys)?;
     eprintln!("==> demo tenants from {}", tenants.display());
-    let manifests = manifest::load_dir(tenants)?;
+    let manifests = manifest::load_dir(tenants, &config.plans)?;
     let passwords = demo_passwords(&dir.join("dev/demo-passwords.toml"), &manifests)?;
     let port = config.http.bind.rsplit(':').next().unwrap_or("8080");
     let mut lines = Vec::new();

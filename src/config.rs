@@ -71,6 +71,8 @@ pub struct Config {
     pub metering: MeteringConfig,
     /// The request path's limit stages.
     pub limits: LimitsConfig,
+    /// The operator API and tenant lifecycle.
+    pub platform: PlatformConfig,
     /// Plans from `plans.toml` next to the other config files (embedded copy when missing).
     #[serde(skip, default)]
     pub plans: crate::limits::plans::Plans,
@@ -230,6 +232,18 @@ pub struct RedisConfig {
     pub retry_ms: u64,
 }
 
+/// `[platform]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlatformConfig {
+    /// Days between a tenant's soft delete and the moment `tessera platform purge` may remove
+    /// its data (`purge_after`).
+    pub delete_grace_days: u32,
+    /// Seconds a verified platform key is trusted without asking the database again: the upper
+    /// bound on how long a revoked key keeps working in a process that used it just before.
+    pub key_cache_secs: u64,
+}
+
 /// `[log]`
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -356,6 +370,15 @@ impl Config {
             return fail(
                 "metering.flush_interval_secs",
                 "must be between 1 and 10 (a crash loses at most this much api_requests usage)",
+            );
+        }
+        if !(1..=3650).contains(&self.platform.delete_grace_days) {
+            return fail("platform.delete_grace_days", "must be between 1 and 3650");
+        }
+        if self.platform.key_cache_secs > 60 {
+            return fail(
+                "platform.key_cache_secs",
+                "must be at most 60 (a revoked key works in each process for up to this long)",
             );
         }
         if self.metering.receipt_retention_days == 0 {

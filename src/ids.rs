@@ -78,6 +78,10 @@ id_type!(
     ContactId
 );
 id_type!(
+    /// Identifies an operator's platform key (`platform_keys.id`).
+    PlatformKeyId
+);
+id_type!(
     /// Identifies one login session: the family of refresh tokens rotated from one login.
     SessionId
 );

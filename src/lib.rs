@@ -17,4 +17,5 @@ pub mod http;
 pub mod ids;
 pub mod limits;
 pub mod maintenance;
+pub mod platform;
 pub mod tenancy;

@@ -598,7 +598,7 @@ async fn a_tenant_transaction_sees_only_its_own_tenants_row_and_cannot_change_pl
     let seen = in_tenant(db, &a.id, "SELECT slug FROM tenants")
         .await
         .unwrap();
-    assert_eq!(seen, [a.slug.clone()]);
+    assert_eq!(seen, std::slice::from_ref(&a.slug));
     let seen = in_tenant(
         db,
         &a.id,

@@ -10,7 +10,6 @@ use utoipa::ToSchema;
 use super::keys::Jwks;
 use super::refresh::{self, Rotation};
 use super::{password, users};
-use crate::access::roles;
 use crate::app::AppState;
 use crate::audit::{self, Event};
 use crate::error::{AppError, AppResult, FieldError, Problem};
@@ -20,9 +19,8 @@ use crate::http::principal::{
 };
 use crate::ids::{SessionId, TenantId, UserId};
 use crate::limits::plans::{DEFAULT_PLAN, Plans};
-use crate::limits::quota::{self, Quota};
-use crate::tenancy::host::{HostTarget, SLUG_MAX, SLUG_MIN, SLUG_PATTERN, valid_slug};
-use crate::tenancy::{Tenant, TxScope, provision};
+use crate::tenancy::host::HostTarget;
+use crate::tenancy::{Tenant, TxScope, provision, rules};
 
 /// Access + refresh token pair.
 #[derive(Debug, Serialize, ToSchema)]
@@ -79,15 +77,15 @@ pub struct SignupRequest {
 
 /// Request-body schemas for the API description, built from the values the handlers check
 /// against (reserved slugs, password lengths, plans), so the two cannot drift apart.
-mod api_schema {
+pub(crate) mod api_schema {
     use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
 
-    use super::MAX_NAME;
     use crate::auth::password::{MAX_LEN, MIN_LEN};
     use crate::auth::refresh::TOKEN_PATTERN;
     use crate::auth::users::MAX_EMAIL;
     use crate::http::openapi::rules;
     use crate::tenancy::host::{RESERVED, SLUG_MAX, SLUG_MIN, SLUG_PATTERN};
+    use crate::tenancy::rules::MAX_NAME;
 
     /// A tenant slug: its subdomain label.
     pub fn slug() -> ObjectBuilder {
@@ -187,47 +185,16 @@ fn carrying_credentials(status: StatusCode) -> HttpResponseBuilder {
     res
 }
 
-/// Longest display name (tenant or user), in characters.
-const MAX_NAME: usize = 200;
-
-/// A display name: 1–[`MAX_NAME`] characters once trimmed. Characters, not bytes, so the
-/// OpenAPI `maxLength` (which counts characters) describes it exactly.
-fn display_name_ok(name: &str) -> bool {
-    (1..=MAX_NAME).contains(&name.trim().chars().count())
-}
-
 fn validate_signup(req: &SignupRequest, plans: &Plans) -> Result<(), AppError> {
     let mut errors = Vec::new();
-    if !valid_slug(&req.tenant.slug) {
-        errors.push(FieldError::new(
-            "tenant.slug",
-            "invalid_format",
-            format!(
-                "must be {SLUG_MIN}–{SLUG_MAX} characters matching {SLUG_PATTERN} (no double \
-                 hyphens) and not a reserved name"
-            ),
-        ));
-    }
-    if !display_name_ok(&req.tenant.name) {
-        errors.push(FieldError::new(
-            "tenant.name",
-            "invalid_length",
-            format!("must be 1–{MAX_NAME} characters"),
-        ));
-    }
-    if let Err(m) = users::validate_email(&req.user.email) {
-        errors.push(FieldError::new("user.email", "invalid_format", m));
-    }
-    if let Err(e) = password::check_policy(&req.user.password) {
-        errors.push(FieldError::new("user.password", e.code(), e.to_string()));
-    }
-    if !display_name_ok(&req.user.name) {
-        errors.push(FieldError::new(
-            "user.name",
-            "invalid_length",
-            format!("must be 1–{MAX_NAME} characters"),
-        ));
-    }
+    rules::check_tenant(&req.tenant.slug, &req.tenant.name, "tenant", &mut errors);
+    rules::check_owner(
+        &req.user.email,
+        &req.user.name,
+        Some(&req.user.password),
+        "user",
+        &mut errors,
+    );
     if let Some(plan) = &req.plan
         && !plans.is_self_serve(plan)
     {
@@ -295,12 +262,9 @@ pub async fn signup(
         .door
         .write(TxScope::tenant(tenant_id), |tx| {
             async move {
-                let role_ids = roles::ensure_system_roles(tx).await?;
-                provision::start_counters(tx, 0).await?;
-                quota::take(tx, Quota::Seats, seats).await?;
                 let user =
-                    users::insert(tx, &input.user.email, &input.user.name, Some(&hash)).await?;
-                roles::assign(tx, user.id, role_ids["owner"]).await?;
+                    provision::first_owner(tx, &input.user.email, &input.user.name, &hash, seats)
+                        .await?;
                 let refresh_token = refresh::issue(tx, user.id, session, refresh_ttl).await?;
                 audit::record(
                     tx,

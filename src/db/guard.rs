@@ -424,19 +424,6 @@ fn is_english(lc: &str) -> bool {
     lc.is_empty() || lc == "C" || lc == "POSIX" || lc.starts_with("C.") || lc.starts_with("en")
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn english_locales() {
-        for lc in ["", "C", "POSIX", "C.UTF-8", "en_US.UTF-8", "en_GB"] {
-            assert!(super::is_english(lc), "{lc}");
-        }
-        for lc in ["de_DE.UTF-8", "fr_FR", "ja_JP.eucJP"] {
-            assert!(!super::is_english(lc), "{lc}");
-        }
-    }
-}
-
 /// The platform role's checks: not superuser, no BYPASSRLS, a member of no other role (the app
 /// role above all), owns no table.
 pub async fn run_platform(platform: &PlatformDoor) -> anyhow::Result<Vec<Check>> {
@@ -452,4 +439,17 @@ pub async fn run_all(door: &Door, platform: &PlatformDoor) -> anyhow::Result<Vec
     let mut checks = run(door).await?;
     checks.extend(run_platform(platform).await?);
     Ok(checks)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn english_locales() {
+        for lc in ["", "C", "POSIX", "C.UTF-8", "en_US.UTF-8", "en_GB"] {
+            assert!(super::is_english(lc), "{lc}");
+        }
+        for lc in ["de_DE.UTF-8", "fr_FR", "ja_JP.eucJP"] {
+            assert!(!super::is_english(lc), "{lc}");
+        }
+    }
 }

@@ -5,6 +5,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::error::{FieldError, Problem};
+use crate::platform::view::StatusFilter;
 
 /// Info, tags, shared schemas, security schemes.
 #[derive(OpenApi)]
@@ -13,13 +14,14 @@ use crate::error::{FieldError, Problem};
         title = "Tessera API",
         description = "Multi-tenant CRM. Tenants are addressed by subdomain (`{slug}.{base_domain}`) or by the credential on the root host. Every error is application/problem+json.",
     ),
-    components(schemas(Problem, FieldError)),
+    components(schemas(Problem, FieldError, StatusFilter)),
     modifiers(&Bearer),
     tags(
         (name = "auth", description = "Signup, login, tokens"),
         (name = "contacts", description = "Contacts"),
         (name = "tenant", description = "The calling tenant: plan, limits, usage, settings"),
         (name = "ops", description = "Health and API description"),
+        (name = "platform", description = "Operator API (root host only, platform keys `tpk_…` with scopes `tenants:read`, `tenants:write`, `usage:read`)"),
     )
 )]
 pub struct ApiDoc;
@@ -38,6 +40,18 @@ impl Modify for Bearer {
                     .build(),
             ),
         );
+        components.add_security_scheme(
+            "platform_key",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("platform key (tpk_…, from `tessera platform keys create`)")
+                    .description(Some(
+                        "Operator API only, on the root host. Each key carries scopes; an                          operation needing one the key lacks is 403 `forbidden` naming it in                          `permission`.",
+                    ))
+                    .build(),
+            ),
+        );
     }
 }
 
@@ -47,7 +61,8 @@ impl Modify for Bearer {
 /// database (503). Handler annotations keep the responses particular to them.
 pub fn complete(api: &mut utoipa::openapi::OpenApi) {
     for (path, item) in api.paths.paths.iter_mut() {
-        let tenant_scoped = path.starts_with("/v1/") && path != "/v1/signup";
+        let platform = path.starts_with("/v1/platform/");
+        let tenant_scoped = path.starts_with("/v1/") && path != "/v1/signup" && !platform;
         let database = path.starts_with("/v1/");
         let operations = [
             &mut item.get,
@@ -83,7 +98,25 @@ pub fn complete(api: &mut utoipa::openapi::OpenApi) {
                     "Invalid or unknown fields (`validation_failed`, `errors` names each)",
                 );
             }
-            if secured {
+            if platform {
+                add(
+                    responses,
+                    401,
+                    "Missing, malformed, unknown or revoked platform key, or any other credential \
+                     (`unauthenticated`)",
+                );
+                add(
+                    responses,
+                    403,
+                    "The key lacks the scope (`forbidden`, `permission` names it)",
+                );
+                add(
+                    responses,
+                    404,
+                    "Not the root host: the operator API does not exist on tenant hosts \
+                     (`not_found`)",
+                );
+            } else if secured {
                 add(
                     responses,
                     401,

@@ -188,7 +188,7 @@ pub async fn credential_tenant(
 }
 
 /// Reads `Authorization: Bearer <token>`; `Ok(None)` when absent, 401 when malformed or too big.
-fn bearer(req: &HttpRequest) -> Result<Option<String>, AppError> {
+pub fn bearer(req: &HttpRequest) -> Result<Option<String>, AppError> {
     let Some(value) = req.headers().get(header::AUTHORIZATION) else {
         return Ok(None);
     };

@@ -5,6 +5,7 @@ use utoipa_actix_web::UtoipaApp;
 use crate::auth::handlers as auth;
 use crate::crm::contacts::handlers as contacts;
 use crate::http::health;
+use crate::platform::{plans, tenants as platform_tenants};
 use crate::tenancy::handlers as tenant;
 
 /// Mounts every handler (each annotated for OpenAPI) on `app`.
@@ -36,4 +37,10 @@ where
         .service(contacts::update_contact)
         .service(contacts::delete_contact)
         .service(contacts::restore_contact)
+        .service(platform_tenants::list_tenants)
+        .service(platform_tenants::create_tenant)
+        .service(platform_tenants::get_tenant)
+        .service(platform_tenants::update_tenant)
+        .service(platform_tenants::delete_tenant)
+        .service(plans::list_plans)
 }

@@ -1,12 +1,24 @@
 //! Tenants as code: `tessera tenants apply <dir>` reads `*.toml` manifests and creates or updates
-//! each tenant, its system roles and its listed users. Applying the same files twice changes
-//! nothing the second time.
+//! each tenant (name, plan, overrides), its system roles and its listed users. [`diff`] says
+//! what a run would change (`--dry-run` prints only that); applying the same files twice changes
+//! nothing the second time. Tenants in no manifest are kept unless `--prune` soft-deletes them
+//! ([`prune_candidates`]), like the operator API's DELETE.
+//!
+//! A manifest declares the whole of what it names: a tenant whose manifest has no
+//! `[quota_overrides]` table gets its quota overrides removed. Changes to existing tenants go
+//! through [`super::lifecycle`], so they are audited (`actor_type = "platform"`, `via =
+//! "manifest"`) and announced to every replica.
 //!
 //! ```toml
 //! id = "0193…"                # optional: a fixed tenant id
 //! slug = "acme"
 //! name = "Acme Corp"
-//! plan = "free"               # optional, default "free"
+//! plan = "free"               # optional, default "free"; any plan in plans.toml
+//! [quota_overrides]           # optional
+//! records = 50000
+//! [rate_overrides]            # optional
+//! requests_per_second = 50
+//! burst = 100
 //! [[users]]
 //! email = "owner@acme.test"
 //! name = "Acme Owner"
@@ -25,13 +37,15 @@ use serde::Deserialize;
 
 use super::door::{Door, PlatformDoor, TxScope};
 use super::host::valid_slug;
+use super::lifecycle::{self, Change, Operator, Overrides};
 use super::model::{self, Tenant};
-use super::provision;
+use super::{provision, rules};
 use crate::access::roles;
 use crate::auth::{password, users};
 use crate::db::schema::tenants;
 use crate::error::AppError;
 use crate::ids::TenantId;
+use crate::limits::plans::{Plans, QuotaOverrides, RateOverrides};
 use crate::limits::quota::{self, Quota};
 
 /// One manifest file.
@@ -47,6 +61,12 @@ pub struct Manifest {
     /// Plan name.
     #[serde(default = "default_plan")]
     pub plan: String,
+    /// Quota overrides (none when absent).
+    #[serde(default)]
+    pub quota_overrides: QuotaOverrides,
+    /// Rate and request-path overrides (none when absent).
+    #[serde(default)]
+    pub rate_overrides: RateOverrides,
     /// Users to ensure.
     #[serde(default)]
     pub users: Vec<ManifestUser>,
@@ -93,8 +113,9 @@ pub struct Applied {
     pub users: Vec<AppliedUser>,
 }
 
-/// Reads and validates every `*.toml` in `dir`, sorted by file name.
-pub fn load_dir(dir: &Path) -> anyhow::Result<Vec<Manifest>> {
+/// Reads and validates every `*.toml` in `dir`, sorted by file name, against the configured
+/// `plans`.
+pub fn load_dir(dir: &Path, plans: &Plans) -> anyhow::Result<Vec<Manifest>> {
     let mut files: Vec<_> = std::fs::read_dir(dir)
         .with_context(|| format!("reading tenant manifests from {}", dir.display()))?
         .filter_map(Result::ok)
@@ -108,7 +129,7 @@ pub fn load_dir(dir: &Path) -> anyhow::Result<Vec<Manifest>> {
         let text = std::fs::read_to_string(&file)?;
         let m: Manifest = toml::from_str(&text)
             .with_context(|| format!("{}: invalid manifest", file.display()))?;
-        validate(&m).with_context(|| format!("{}", file.display()))?;
+        validate(&m, plans).with_context(|| format!("{}", file.display()))?;
         if let Some(prev) = seen.insert(m.slug.clone(), file.clone()) {
             bail!(
                 "slug `{}` appears in both {} and {}",
@@ -122,12 +143,22 @@ pub fn load_dir(dir: &Path) -> anyhow::Result<Vec<Manifest>> {
     Ok(out)
 }
 
-fn validate(m: &Manifest) -> anyhow::Result<()> {
+fn validate(m: &Manifest, plans: &Plans) -> anyhow::Result<()> {
     if !valid_slug(&m.slug) {
         bail!("slug `{}` is not a valid tenant slug", m.slug);
     }
-    if m.name.trim().is_empty() {
-        bail!("name must not be empty");
+    if !rules::display_name_ok(&m.name) {
+        bail!("name must be 1–{} characters", rules::MAX_NAME);
+    }
+    if plans.get(&m.plan).is_none() {
+        bail!(
+            "plan `{}` is not configured (plans: {})",
+            m.plan,
+            plans.iter().map(|(n, _)| n).collect::<Vec<_>>().join(", ")
+        );
+    }
+    if let Some((field, why)) = m.rate_overrides.problems().into_iter().next() {
+        bail!("rate_overrides.{field} {why}");
     }
     for u in &m.users {
         users::validate_email(&u.email).map_err(|e| anyhow::anyhow!("user {}: {e}", u.email))?;
@@ -195,40 +226,24 @@ pub async fn apply(
     // path; users and roles are the tenant's own rows, written in its context.
     let tenant = match &existing {
         None => {
-            let t = Tenant::new(tenant_id, &m.slug, &m.name, &m.plan);
+            let mut t = Tenant::new(tenant_id, &m.slug, &m.name, &m.plan);
+            t.quota_overrides = serde_json::to_value(m.quota_overrides)?;
+            t.rate_overrides = serde_json::to_value(m.rate_overrides)?;
             provision::reserve(platform, &t).await.map_err(anyhow_of)?;
             t
         }
-        Some(_) => {
-            let m2 = m.clone();
-            platform
-                .tx(false, move |tx| {
-                    async move {
-                        diesel::update(tenants::table.find(tenant_id))
-                            .filter(tenants::name.ne(&m2.name).or(tenants::plan.ne(&m2.plan)))
-                            .set((
-                                tenants::name.eq(&m2.name),
-                                tenants::plan.eq(&m2.plan),
-                                tenants::updated_at.eq(chrono::Utc::now()),
-                                tenants::version.eq(tenants::version + 1),
-                            ))
-                            .execute(tx.conn())
-                            .await?;
-                        model::by_id(tx.conn(), tenant_id)
-                            .await?
-                            .ok_or(AppError::NotFound)
-                    }
-                    .scope_boxed()
-                })
-                .await
-                .map_err(anyhow_of)?
-        }
+        Some(_) => lifecycle::update(platform, tenant_id, change_of(m), None, &operator())
+            .await
+            .map_err(anyhow_of)?,
     };
     let result = door
         .write(TxScope::tenant(tenant_id), |tx| {
             async move {
                 if created {
                     provision::start_counters(tx, 0).await?;
+                    let changes = serde_json::json!({"fields": ["slug", "name", "plan"]});
+                    lifecycle::record(tx, &operator(), "tenant.created", tenant_id, changes)
+                        .await?;
                 }
                 let role_ids = roles::ensure_system_roles(tx).await?;
                 let mut out = Vec::new();
@@ -272,6 +287,152 @@ pub async fn apply(
         created,
         users: users_out,
     })
+}
+
+/// Manifests act as the platform without a key; their events say `via: manifest`.
+fn operator() -> Operator {
+    Operator {
+        key: None,
+        via: "manifest",
+        context: Default::default(),
+    }
+}
+
+/// What `m` declares about an existing tenant, as a change replacing every declared field.
+fn change_of(m: &Manifest) -> Change {
+    Change {
+        name: Some(m.name.clone()),
+        plan: Some(m.plan.clone()),
+        status: None,
+        quota_overrides: Some(Overrides::Replace(m.quota_overrides)),
+        rate_overrides: Some(Overrides::Replace(m.rate_overrides)),
+    }
+}
+
+/// What applying one manifest would change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diff {
+    /// The tenant's slug.
+    pub slug: String,
+    /// Whether the tenant would be created.
+    pub create: bool,
+    /// Fields that would change: (field, old, new), values as JSON text.
+    pub fields: Vec<(&'static str, String, String)>,
+    /// Emails of users that would be created.
+    pub users_to_add: Vec<String>,
+}
+
+impl Diff {
+    /// Whether applying would change nothing.
+    pub fn is_empty(&self) -> bool {
+        !self.create && self.fields.is_empty() && self.users_to_add.is_empty()
+    }
+}
+
+/// Compares `m` with the database, changing nothing. A manifest naming a deleted tenant's slug
+/// is an error: the slug is not reusable.
+pub async fn diff(door: &Door, platform: &PlatformDoor, m: &Manifest) -> anyhow::Result<Diff> {
+    let slug = m.slug.clone();
+    let existing = platform
+        .tx(true, move |tx| {
+            async move { Ok(model::by_slug(tx.conn(), &slug).await?) }.scope_boxed()
+        })
+        .await
+        .map_err(anyhow_of)?;
+    let mut out = Diff {
+        slug: m.slug.clone(),
+        create: existing.is_none(),
+        fields: Vec::new(),
+        users_to_add: Vec::new(),
+    };
+    let Some(t) = existing else {
+        out.users_to_add = m.users.iter().map(|u| u.email.clone()).collect();
+        return Ok(out);
+    };
+    if t.status == "deleted" || t.status == "provisioning" {
+        bail!(
+            "slug `{}` belongs to a {} tenant ({}) and cannot be used",
+            m.slug,
+            t.status,
+            t.id
+        );
+    }
+    for (field, old, new) in [
+        ("name", json(&t.name), json(&m.name)),
+        ("plan", json(&t.plan), json(&m.plan)),
+        (
+            "quota_overrides",
+            json(&t.quota_overrides()),
+            json(&m.quota_overrides),
+        ),
+        (
+            "rate_overrides",
+            json(&t.rate_overrides()),
+            json(&m.rate_overrides),
+        ),
+    ] {
+        if old != new {
+            out.fields.push((field, old, new));
+        }
+    }
+    let emails: Vec<String> = m.users.iter().map(|u| u.email.clone()).collect();
+    out.users_to_add = door
+        .read(TxScope::tenant(t.id), |tx| {
+            async move {
+                let mut missing = Vec::new();
+                for email in emails {
+                    if users::by_email(tx, &email).await?.is_none() {
+                        missing.push(email);
+                    }
+                }
+                Ok(missing)
+            }
+            .scope_boxed()
+        })
+        .await
+        .map_err(anyhow_of)?;
+    Ok(out)
+}
+
+/// A field's value as a diff line shows it: compact JSON.
+fn json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_default()
+}
+
+/// Live tenants (active or suspended) whose slug is in no manifest: what `--prune` deletes.
+pub async fn prune_candidates(
+    platform: &PlatformDoor,
+    manifests: &[Manifest],
+) -> anyhow::Result<Vec<Tenant>> {
+    let slugs: Vec<String> = manifests.iter().map(|m| m.slug.clone()).collect();
+    platform
+        .tx(true, move |tx| {
+            async move {
+                Ok(tenants::table
+                    .filter(tenants::status.eq_any(["active", "suspended"]))
+                    .filter(tenants::slug.ne_all(slugs))
+                    .order(tenants::slug)
+                    .select(Tenant::as_select())
+                    .load(tx.conn())
+                    .await?)
+            }
+            .scope_boxed()
+        })
+        .await
+        .map_err(anyhow_of)
+}
+
+/// Soft-deletes `tenant` as `--prune` does: like the operator API's DELETE, audited and
+/// announced, with the configured grace period before its data may be purged.
+pub async fn prune(
+    platform: &PlatformDoor,
+    tenant: &Tenant,
+    grace_days: u32,
+) -> anyhow::Result<()> {
+    lifecycle::soft_delete(platform, tenant.id, grace_days, None, &operator())
+        .await
+        .map_err(anyhow_of)?;
+    Ok(())
 }
 
 fn anyhow_of(e: AppError) -> anyhow::Error {

@@ -20,10 +20,14 @@ use diesel_async::RunQueryDsl;
 use diesel_async::scoped_futures::ScopedFutureExt;
 
 use super::door::PlatformDoor;
+use super::invalidation;
 use super::model::Tenant;
+use crate::access::roles;
+use crate::auth::users::{self, User};
 use crate::db::schema::{quota_counters, tenants};
 use crate::error::{AppError, AppResult};
 use crate::ids::TenantId;
+use crate::limits::quota::{self, Quota};
 use crate::tenancy::TenantTx;
 
 /// Step 1: reserves `tenant`'s slug and id (status `provisioning`); 409 `slug_taken` if the slug
@@ -61,7 +65,25 @@ pub async fn start_counters(tx: &mut TenantTx<'_>, seats: i64) -> AppResult<()> 
     Ok(())
 }
 
-/// Step 3 on success: the tenant is served from now on.
+/// Step 2's main part: the new tenant's system roles and quota counters, and its first user,
+/// who becomes `owner` (taking one seat under `seats`).
+pub async fn first_owner(
+    tx: &mut TenantTx<'_>,
+    email: &str,
+    name: &str,
+    password_hash: &str,
+    seats: u64,
+) -> AppResult<User> {
+    let role_ids = roles::ensure_system_roles(tx).await?;
+    start_counters(tx, 0).await?;
+    quota::take(tx, Quota::Seats, seats).await?;
+    let user = users::insert(tx, email, name, Some(password_hash)).await?;
+    roles::assign(tx, user.id, role_ids["owner"]).await?;
+    Ok(user)
+}
+
+/// Step 3 on success: the tenant is served from now on, in every replica (a replica that cached
+/// the slug as unknown hears of it through [`super::invalidation`]).
 pub async fn activate(platform: &PlatformDoor, id: TenantId) -> AppResult<()> {
     platform
         .tx(false, move |tx| {
@@ -71,6 +93,7 @@ pub async fn activate(platform: &PlatformDoor, id: TenantId) -> AppResult<()> {
                     .set(tenants::status.eq("active"))
                     .execute(tx.conn())
                     .await?;
+                invalidation::notify(tx.conn(), id).await?;
                 Ok(())
             }
             .scope_boxed()

@@ -176,6 +176,16 @@ impl TestDb {
         TestDb { name, cluster }
     }
 
+    /// Environment for the `tessera` binary to work on this database: the app, platform and
+    /// owner (migration) URLs.
+    pub fn cli_env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("TESSERA_DATABASE__URL", self.app_url()),
+            ("TESSERA_DATABASE__PLATFORM_URL", self.platform_url()),
+            ("TESSERA_DATABASE__MIGRATION_URL", self.admin_url()),
+        ]
+    }
+
     /// URL of the app role on this database.
     pub fn app_url(&self) -> String {
         url_for_db(&admin_url(), &self.name, Some("tessera_app"))
@@ -510,6 +520,8 @@ impl TestApp {
         tweak(&mut config);
         let keys = Keys::from_pem(&pem).unwrap();
         let state = web::Data::new(AppState::new(config, keys).unwrap());
+        // As `serve` does: the tenant change listener of this "process".
+        state.start_background().unwrap();
         let (server, addrs) = app::listen(
             state.clone(),
             &app::Listen {
@@ -535,6 +547,14 @@ impl TestApp {
             server: handle,
             pem,
         }
+    }
+
+    /// A new platform key with `scopes`; returns (key id, key).
+    pub async fn platform_key(&self, scopes: &[tessera::platform::Scope]) -> (String, String) {
+        let created = tessera::platform::keys::create(&self.state.platform, "test", scopes)
+            .await
+            .unwrap();
+        (created.info.id.to_string(), created.plaintext)
     }
 
     /// A request to the root host.
