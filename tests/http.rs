@@ -155,6 +155,8 @@ async fn openapi_is_3_1_and_lists_exactly_the_mounted_routes() {
         "PATCH /v1/platform/tenants/{id}",
         "DELETE /v1/platform/tenants/{id}",
         "GET /v1/platform/plans",
+        "GET /v1/platform/usage",
+        "GET /v1/platform/usage/export",
     ]
     .into_iter()
     .map(String::from)

@@ -490,3 +490,201 @@ async fn a_killed_replica_loses_its_unflushed_requests_and_a_stopped_one_loses_n
     assert!(running.signal("-TERM").success());
     assert_eq!(stored_requests(&db, &r).await, 6);
 }
+
+/// Records `value` of `meter` for `t` in the window `hours_ago` hours back.
+async fn seed(app: &TestApp, t: &Tenant, meter: Meter, hours_ago: i64, value: i64) {
+    let amount = Amount {
+        tenant: tid(t),
+        meter,
+        window_start: window_of(Utc::now() - TimeDelta::hours(hours_ago)),
+        event_id: format!("seed:{}:{}:{hours_ago}", t.id, meter.name()),
+        value,
+    };
+    // Written with a day's grace, so no seeded amount becomes an adjustment; read back with the
+    // configured 15 minutes, so windows two hours old are final.
+    metering::record(
+        &app.state.platform,
+        vec![amount],
+        Duration::from_secs(24 * 3600),
+    )
+    .await
+    .unwrap();
+}
+
+#[actix_web::test]
+async fn billing_reads_every_tenants_hourly_usage_page_by_page_and_as_csv() {
+    use tessera::platform::Scope;
+    let app = TestApp::spawn().await;
+    let (a, b) = (app.signup().await, app.signup().await);
+    for (t, base) in [(&a, 10), (&b, 20)] {
+        for h in 1..=3 {
+            seed(&app, t, Meter::ApiRequests, h, base + h).await;
+        }
+        seed(&app, t, Meter::ImportRows, 2, 5).await;
+    }
+    let (_, key) = app.platform_key(&[Scope::UsageRead]).await;
+    let (_, wrong) = app.platform_key(&[Scope::TenantsRead]).await;
+    let from = window_of(Utc::now() - TimeDelta::hours(5))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let list = |query: String, key: &str| {
+        app.root(
+            Method::GET,
+            &format!("/v1/platform/usage?from={from}&{query}"),
+        )
+        .bearer_auth(key)
+        .send()
+    };
+    // Scopes: usage:read only; tenant tokens are not platform keys.
+    let p = expect_problem(
+        list(String::new(), &wrong).await.unwrap(),
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    )
+    .await;
+    assert_eq!(p["permission"], "usage:read");
+    expect_problem(
+        list(String::new(), &a.access).await.unwrap(),
+        StatusCode::UNAUTHORIZED,
+        "unauthenticated",
+    )
+    .await;
+    // All rows of both tenants, one page at a time, each exactly once.
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let q = match &cursor {
+            Some(c) => format!("limit=2&meter=api_requests&cursor={c}"),
+            None => "limit=2&meter=api_requests".into(),
+        };
+        let page = expect(list(q, &key).await.unwrap(), StatusCode::OK).await;
+        for r in page["data"].as_array().unwrap() {
+            seen.push((
+                r["tenant_slug"].as_str().unwrap().to_string(),
+                r["value"].as_i64().unwrap(),
+            ));
+            assert_eq!(r["meter"], "api_requests");
+            assert!(r["window_end"].is_string() && r["tenant_id"].is_string());
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    seen.sort();
+    let mut expected: Vec<(String, i64)> = [(&a, 10), (&b, 20)]
+        .iter()
+        .flat_map(|(t, base)| (1..=3).map(move |h| (t.slug.clone(), base + h)))
+        .collect();
+    expected.sort();
+    assert_eq!(seen, expected);
+    // One tenant, by day: one row per meter and day.
+    let day = expect(
+        list(format!("tenant_id={}&granularity=day", b.id), &key)
+            .await
+            .unwrap(),
+        StatusCode::OK,
+    )
+    .await;
+    let total: i64 = day["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["meter"] == "api_requests")
+        .map(|r| r["value"].as_i64().unwrap())
+        .sum();
+    assert_eq!(total, 21 + 22 + 23);
+    assert!(
+        day["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["tenant_id"] == b.id.as_str())
+    );
+    // A cursor belongs to its filters.
+    let first = expect(list("limit=1".into(), &key).await.unwrap(), StatusCode::OK).await;
+    let c = first["next_cursor"].as_str().unwrap();
+    expect_problem(
+        list(format!("limit=1&meter=seats&cursor={c}"), &key)
+            .await
+            .unwrap(),
+        StatusCode::BAD_REQUEST,
+        "malformed_request",
+    )
+    .await;
+    for (query, field) in [
+        ("meter=bytes", "meter"),
+        ("tenant_id=x", "tenant_id"),
+        ("limit=0", "limit"),
+    ] {
+        let p = expect_problem(
+            list(query.into(), &key).await.unwrap(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        )
+        .await;
+        assert_eq!(p["errors"][0]["field"], field, "{query}");
+    }
+    // The CSV export: a header, then every row of the range.
+    let res = app
+        .root(
+            Method::GET,
+            &format!("/v1/platform/usage/export?format=csv&from={from}"),
+        )
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(
+        res.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/csv")
+    );
+    let csv = res.text().await.unwrap();
+    let mut lines = csv.lines();
+    assert_eq!(
+        lines.next().unwrap(),
+        "tenant_id,tenant_slug,meter,window_start,window_end,value,adjustments,final"
+    );
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    // 3 api_requests + 1 import_rows per tenant, plus the gauges of neither (no flush ran).
+    assert_eq!(rows.len(), 8, "{csv}");
+    let b_imports = rows
+        .iter()
+        .find(|r| r[1] == b.slug && r[2] == "import_rows")
+        .unwrap();
+    assert_eq!(
+        (b_imports[0], b_imports[5], b_imports[6], b_imports[7]),
+        (b.id.as_str(), "5", "0", "true")
+    );
+    // NDJSON: the same rows, one JSON object a line.
+    let nd = app
+        .root(
+            Method::GET,
+            &format!(
+                "/v1/platform/usage/export?format=ndjson&from={from}&tenant_id={}",
+                a.id
+            ),
+        )
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let objs: Vec<Value> = nd
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(objs.len(), 4);
+    assert!(objs.iter().all(|o| o["tenant_slug"] == a.slug.as_str()));
+    let res = app
+        .root(Method::GET, "/v1/platform/usage/export?format=xml")
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    expect_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+}

@@ -5,6 +5,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::error::{FieldError, Problem};
+use crate::platform::usage::ExportFormat;
 use crate::platform::view::StatusFilter;
 
 /// Info, tags, shared schemas, security schemes.
@@ -14,7 +15,7 @@ use crate::platform::view::StatusFilter;
         title = "Tessera API",
         description = "Multi-tenant CRM. Tenants are addressed by subdomain (`{slug}.{base_domain}`) or by the credential on the root host. Every error is application/problem+json.",
     ),
-    components(schemas(Problem, FieldError, StatusFilter)),
+    components(schemas(Problem, FieldError, StatusFilter, ExportFormat)),
     modifiers(&Bearer),
     tags(
         (name = "auth", description = "Signup, login, tokens"),

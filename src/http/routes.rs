@@ -5,7 +5,7 @@ use utoipa_actix_web::UtoipaApp;
 use crate::auth::handlers as auth;
 use crate::crm::contacts::handlers as contacts;
 use crate::http::health;
-use crate::platform::{plans, tenants as platform_tenants};
+use crate::platform::{plans, tenants as platform_tenants, usage as platform_usage};
 use crate::tenancy::handlers as tenant;
 
 /// Mounts every handler (each annotated for OpenAPI) on `app`.
@@ -43,4 +43,6 @@ where
         .service(platform_tenants::update_tenant)
         .service(platform_tenants::delete_tenant)
         .service(plans::list_plans)
+        .service(platform_usage::list_usage)
+        .service(platform_usage::export_usage)
 }

@@ -180,6 +180,8 @@ struct HourRow {
     #[diesel(sql_type = SqlUuid)]
     tenant_id: Uuid,
     #[diesel(sql_type = Text)]
+    tenant_slug: String,
+    #[diesel(sql_type = Text)]
     meter: String,
     #[diesel(sql_type = Timestamptz)]
     window_start: DateTime<Utc>,
@@ -189,88 +191,146 @@ struct HourRow {
     adjustments: i64,
 }
 
-/// Hourly windows (adjustments folded in) of one tenant, or of every tenant the connection may
-/// see when `tenant` is `None` (the platform role), in `[from, to)`.
-async fn hours(
-    conn: &mut AsyncPgConnection,
-    tenant: Option<Uuid>,
-    meter: Option<Meter>,
-    from: DateTime<Utc>,
-    to: DateTime<Utc>,
-) -> AppResult<Vec<HourRow>> {
-    // Windows and adjustments are read separately and merged here. Each statement names the
-    // tenant when there is one, so on Citus it goes to that tenant's shard only.
-    let build = |select: &str, group: &str| {
-        let mut q = diesel::sql_query(select.to_string())
-            .into_boxed::<diesel::pg::Pg>()
-            .sql(" WHERE window_start >= ")
-            .bind::<Timestamptz, _>(from)
-            .sql(" AND window_start < ")
-            .bind::<Timestamptz, _>(to);
-        if let Some(t) = tenant {
-            q = q.sql(" AND tenant_id = ").bind::<SqlUuid, _>(t);
-        }
-        if let Some(m) = meter {
-            q = q.sql(" AND meter = ").bind::<Text, _>(m.name());
-        }
-        q.sql(group.to_string())
-    };
-    let windows: Vec<HourRow> = build(
-        "SELECT tenant_id, meter, window_start, value, 0::bigint AS adjustments \
-         FROM usage_windows",
-        "",
-    )
-    .load(conn)
-    .await?;
-    let adjustments: Vec<HourRow> = build(
-        "SELECT tenant_id, meter, window_start, 0::bigint AS value, \
-                sum(value)::bigint AS adjustments FROM usage_adjustments",
-        " GROUP BY tenant_id, meter, window_start",
-    )
-    .load(conn)
-    .await?;
-    let mut merged: BTreeMap<(Uuid, String, DateTime<Utc>), HourRow> = BTreeMap::new();
-    for r in windows.into_iter().chain(adjustments) {
-        let key = (r.tenant_id, r.meter.clone(), r.window_start);
-        match merged.get_mut(&key) {
-            Some(m) => {
-                m.value += r.value;
-                m.adjustments += r.adjustments;
-            }
-            None => {
-                merged.insert(key, r);
-            }
-        }
-    }
-    Ok(merged.into_values().collect())
+/// Which usage to read.
+#[derive(Debug, Clone, Copy)]
+pub struct Filter {
+    /// One tenant, or every tenant the connection may see (the platform role).
+    pub tenant: Option<Uuid>,
+    /// One meter, or all.
+    pub meter: Option<Meter>,
+    /// The range and granularity.
+    pub range: Range,
 }
 
-/// Usage of one tenant and meter as rows of `range.granularity`.
-pub type Series = BTreeMap<(Uuid, Meter), Vec<UsagePoint>>;
+/// Where a page of rows ended: the last row's tenant, meter and row start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct After {
+    /// Tenant.
+    pub tenant: Uuid,
+    /// Meter.
+    pub meter: Meter,
+    /// Start of the last row (a bucket of the filter's granularity).
+    pub bucket: DateTime<Utc>,
+}
 
-/// Rows per (tenant, meter) in `range`: hours as stored, or days (sum, or peak for gauges).
-/// `grace` decides which windows are final.
-pub async fn series(
+/// Hourly windows (adjustments folded in) matching `filter`, in (tenant, meter, window) order,
+/// after `after`'s row, at most `max` of them. One statement: windows and adjustments as a
+/// UNION ALL grouped by window. With a tenant it is routed to that tenant's shard on Citus;
+/// without one (the platform path) each shard groups its own tenants.
+async fn hours(
     conn: &mut AsyncPgConnection,
-    tenant: Option<Uuid>,
-    meter: Option<Meter>,
-    range: Range,
-    grace: TimeDelta,
-) -> AppResult<Series> {
-    let rows = hours(conn, tenant, meter, range.from, range.to).await?;
+    filter: &Filter,
+    after: Option<&After>,
+    max: i64,
+) -> AppResult<Vec<HourRow>> {
+    let Range {
+        from,
+        to,
+        granularity,
+    } = filter.range;
+    // The same conditions on both sides of the UNION: placeholders numbered as written, values
+    // bound in the same order below.
+    let mut n = 0;
+    let mut next = || {
+        n += 1;
+        format!("${n}")
+    };
+    let mut sides = Vec::new();
+    for (table, adj) in [
+        ("usage_windows", "0::bigint"),
+        ("usage_adjustments", "value"),
+    ] {
+        let mut sql = format!(
+            "SELECT tenant_id, meter, window_start, value, {adj} AS adj FROM {table} \
+             WHERE window_start >= {} AND window_start < {}",
+            next(),
+            next()
+        );
+        if filter.tenant.is_some() {
+            sql.push_str(&format!(" AND tenant_id = {}", next()));
+        }
+        if filter.meter.is_some() {
+            sql.push_str(&format!(" AND meter = {}", next()));
+        }
+        if after.is_some() {
+            // Strictly after the last row's bucket (row comparison: tenant, meter, window).
+            sql.push_str(&format!(
+                " AND (tenant_id, meter, window_start) >= ({}, {}, {})",
+                next(),
+                next(),
+                next()
+            ));
+        }
+        sides.push(sql);
+    }
+    let sql = format!(
+        "SELECT u.tenant_id, t.slug AS tenant_slug, u.meter, u.window_start, \
+                sum(u.value)::bigint AS value, sum(u.adj)::bigint AS adjustments \
+         FROM ({}) u JOIN tenants t ON t.id = u.tenant_id \
+         GROUP BY u.tenant_id, t.slug, u.meter, u.window_start \
+         ORDER BY u.tenant_id, u.meter, u.window_start LIMIT {}",
+        sides.join(" UNION ALL "),
+        next()
+    );
+    let mut q = diesel::sql_query(sql).into_boxed::<diesel::pg::Pg>();
+    for _ in 0..2 {
+        q = q.bind::<Timestamptz, _>(from).bind::<Timestamptz, _>(to);
+        if let Some(t) = filter.tenant {
+            q = q.bind::<SqlUuid, _>(t);
+        }
+        if let Some(m) = filter.meter {
+            q = q.bind::<Text, _>(m.name());
+        }
+        if let Some(a) = after {
+            q = q
+                .bind::<SqlUuid, _>(a.tenant)
+                .bind::<Text, _>(a.meter.name())
+                .bind::<Timestamptz, _>(a.bucket + granularity.step());
+        }
+    }
+    Ok(q.bind::<BigInt, _>(max).load(conn).await?)
+}
+
+/// One row of usage as billing reads it (API.md §8), plus how much of `value` came as late
+/// adjustments and whether the row is final.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct UsageRow {
+    /// Tenant id.
+    pub tenant_id: Uuid,
+    /// Tenant slug.
+    pub tenant_slug: String,
+    /// Meter.
+    pub meter: Meter,
+    /// Row start.
+    pub window_start: DateTime<Utc>,
+    /// Row end (exclusive).
+    pub window_end: DateTime<Utc>,
+    /// Total (counted meters) or peak (gauges), adjustments included.
+    pub value: i64,
+    /// How much of `value` arrived after its window was final.
+    pub adjustments: i64,
+    /// Whether the row is final (see [`UsagePoint::is_final`]).
+    #[serde(rename = "final")]
+    pub is_final: bool,
+}
+
+/// Folds hourly rows into rows of `granularity` (sum, or peak for gauges).
+fn fold(rows: Vec<HourRow>, granularity: Granularity, grace: TimeDelta) -> Vec<UsageRow> {
     let now = Utc::now();
-    let mut out: Series = BTreeMap::new();
+    let mut out: Vec<UsageRow> = Vec::new();
     for r in rows {
         let Some(meter) = Meter::parse(&r.meter) else {
             continue;
         };
-        let bucket = range.granularity.bucket(r.window_start);
-        let end = bucket + range.granularity.step();
+        let bucket = granularity.bucket(r.window_start);
+        let end = bucket + granularity.step();
         let hour_final = now >= r.window_start + WINDOW + grace;
-        let value = r.value + r.adjustments;
-        let points = out.entry((r.tenant_id, meter)).or_default();
-        match points.last_mut() {
-            Some(p) if p.window_start == bucket => {
+        // `value` already holds the adjustments (summed with the window in SQL).
+        let value = r.value;
+        match out.last_mut() {
+            Some(p)
+                if p.tenant_id == r.tenant_id && p.meter == meter && p.window_start == bucket =>
+            {
                 p.value = if meter.is_gauge() {
                     p.value.max(value)
                 } else {
@@ -279,18 +339,80 @@ pub async fn series(
                 p.adjustments += r.adjustments;
                 p.is_final &= hour_final;
             }
-            _ => points.push(UsagePoint {
+            _ => out.push(UsageRow {
+                tenant_id: r.tenant_id,
+                tenant_slug: r.tenant_slug,
+                meter,
                 window_start: bucket,
                 window_end: end,
                 value,
                 adjustments: r.adjustments,
-                // A day is final only when its last hour is: a day with a missing (zero) hour
-                // still open is not settled.
+                // A day is final only once its last hour is, whichever hours have rows.
                 is_final: hour_final && now >= end + grace,
             }),
         }
     }
+    out
+}
+
+/// Usage of one tenant and meter as points of `range.granularity`.
+pub type Series = BTreeMap<(Uuid, Meter), Vec<UsagePoint>>;
+
+/// Every row of `filter` as points per (tenant, meter). For one tenant's report: ranges are
+/// bounded ([`MAX_HOURLY_DAYS`], [`MAX_DAILY_DAYS`]), so the rows are too.
+pub async fn series(
+    conn: &mut AsyncPgConnection,
+    filter: &Filter,
+    grace: TimeDelta,
+) -> AppResult<Series> {
+    let rows = hours(conn, filter, None, i64::MAX).await?;
+    let mut out: Series = BTreeMap::new();
+    for r in fold(rows, filter.range.granularity, grace) {
+        out.entry((r.tenant_id, r.meter))
+            .or_default()
+            .push(UsagePoint {
+                window_start: r.window_start,
+                window_end: r.window_end,
+                value: r.value,
+                adjustments: r.adjustments,
+                is_final: r.is_final,
+            });
+    }
     Ok(out)
+}
+
+/// One page of rows of `filter` after `after`: at most `limit` rows, and where the next page
+/// starts when there is more.
+pub async fn page(
+    conn: &mut AsyncPgConnection,
+    filter: &Filter,
+    after: Option<&After>,
+    limit: usize,
+    grace: TimeDelta,
+) -> AppResult<(Vec<UsageRow>, Option<After>)> {
+    let per_row = (filter.range.granularity.step().num_hours()).max(1);
+    // Enough hours for `limit` full rows plus one more, so a cut never falls inside a row
+    // that is then returned.
+    let max = (limit as i64 + 1) * per_row;
+    let hours = hours(conn, filter, after, max).await?;
+    let exhausted = (hours.len() as i64) < max;
+    let mut rows = fold(hours, filter.range.granularity, grace);
+    if !exhausted {
+        // The last row may be missing hours that did not fit: it starts the next page.
+        rows.pop();
+    }
+    let more = !exhausted || rows.len() > limit;
+    rows.truncate(limit);
+    let next = if more {
+        rows.last().map(|r| After {
+            tenant: r.tenant_id,
+            meter: r.meter,
+            bucket: r.window_start,
+        })
+    } else {
+        None
+    };
+    Ok((rows, next))
 }
 
 /// The tenant's `api_requests` so far this month (flushed windows and adjustments).

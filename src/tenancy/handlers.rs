@@ -333,6 +333,8 @@ pub async fn update_tenant(
                         .returning(Tenant::as_returning())
                         .get_result(tx.conn())
                         .await?;
+                    // Other replicas drop their cached copy when this commits.
+                    super::invalidation::notify(tx.conn(), id).await?;
                     audit::record(
                         tx,
                         &ctx,
@@ -415,8 +417,12 @@ pub async fn get_tenant_usage(
         .door
         .read(principal.scope(), move |tx| {
             async move {
-                let series =
-                    usage::series(tx.conn(), Some(tenant.as_uuid()), None, range, grace).await?;
+                let filter = usage::Filter {
+                    tenant: Some(tenant.as_uuid()),
+                    meter: None,
+                    range,
+                };
+                let series = usage::series(tx.conn(), &filter, grace).await?;
                 let counters = quota::counters(tx).await?;
                 let month = usage::month_requests(tx.conn(), tenant.as_uuid()).await?;
                 Ok((series, counters, month))

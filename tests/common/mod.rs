@@ -516,6 +516,11 @@ impl TestApp {
         pem: String,
         tweak: impl FnOnce(&mut Config),
     ) -> TestApp {
+        // Server errors (a 500's cause) go to the test's captured output: shown when it fails.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("warn")
+            .with_test_writer()
+            .try_init();
         let mut config = test_config(&db);
         tweak(&mut config);
         let keys = Keys::from_pem(&pem).unwrap();
