@@ -108,9 +108,10 @@ async fn migrate_on_citus_distributes_every_tenant_table_and_references_the_plat
         .await
         .unwrap()
         .get(0);
-    // users, roles, contacts, audit_heads, audit_events, idempotency_keys → tenants; role_permissions
-    // → roles; user_roles → users and roles; refresh_tokens → users; contacts.owner_id → users.
-    assert_eq!(keys, 11, "foreign keys after placement");
+    // users, roles, contacts, audit_heads, audit_events, idempotency_keys, quota_counters,
+    // usage_windows, usage_receipts, usage_adjustments → tenants; role_permissions → roles;
+    // user_roles → users and roles; refresh_tokens → users; contacts.owner_id → users.
+    assert_eq!(keys, 15, "foreign keys after placement");
     // Migrating again changes nothing.
     let placed = as_owner(&db.admin_url(), |conn| citus::reconcile(conn).unwrap()).await;
     assert!(placed.is_empty(), "{placed:?}");

@@ -55,8 +55,29 @@ async fn requests_are_counted_per_tenant_and_flushed() {
     // Unauthenticated and refused-before-auth requests are not the tenant's usage.
     app.on(&a.slug, Method::GET, "/v1/me").send().await.unwrap();
     assert_eq!(stored_requests(&app.db, &a).await, 0);
+    // A receipt past its retention (7 days) is forgotten by the first flush of a window.
+    let admin = app.db.admin().await;
+    admin
+        .execute(
+            "INSERT INTO usage_receipts (tenant_id, event_id, recorded_at) \
+             VALUES ($1, 'api:old', now() - interval '8 days'), ($1, 'api:recent', now() - interval '6 days')",
+            &[&uuid::Uuid::parse_str(&a.id).unwrap()],
+        )
+        .await
+        .unwrap();
     let f = app.state.metering.flush().await.unwrap();
     assert_eq!(f.windows, 2);
+    let kept: Vec<String> = admin
+        .query(
+            "SELECT event_id FROM usage_receipts WHERE event_id IN ('api:old', 'api:recent')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(kept, ["api:recent"]);
     assert_eq!(stored_requests(&app.db, &a).await, 7);
     assert_eq!(stored_requests(&app.db, &b).await, 1);
     // The tenant sees it, with this request (unflushed) included in the month's standing.

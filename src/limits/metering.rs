@@ -416,6 +416,7 @@ impl Metering {
         let first_of_window = *self.snapshotted.lock().expect("metering lock") != Some(window);
         if first_of_window {
             snapshot_gauges(&self.platform, None, window).await?;
+            self.forget_receipts().await?;
             *self.snapshotted.lock().expect("metering lock") = Some(window);
         } else if !tenants.is_empty() {
             snapshot_gauges(&self.platform, Some(tenants.clone()), window).await?;
@@ -424,6 +425,29 @@ impl Metering {
             self.refresh_month(tenants).await?;
         }
         Ok(flushed)
+    }
+
+    /// Deletes receipts older than `metering.receipt_retention_days` (once an hour per replica):
+    /// the table stays the size of the retention window. An amount is retried only while its
+    /// replica lives and keeps failing to write it, far shorter than any retention allowed.
+    async fn forget_receipts(&self) -> AppResult<u64> {
+        let cutoff =
+            Utc::now() - TimeDelta::days(i64::from(self.cfg.receipt_retention_days.max(1)));
+        let n = self
+            .platform
+            .tx(false, move |tx| {
+                async move {
+                    Ok(
+                        diesel::sql_query("DELETE FROM usage_receipts WHERE recorded_at < $1")
+                            .bind::<Timestamptz, _>(cutoff)
+                            .execute(tx.conn())
+                            .await?,
+                    )
+                }
+                .scope_boxed()
+            })
+            .await?;
+        Ok(n as u64)
     }
 
     /// Re-reads this month's `api_requests` of `tenants` (for the monthly quota).
