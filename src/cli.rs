@@ -393,6 +393,9 @@ async fn apply(config: Config, dir: &Path, dry_run: bool, prune: bool) -> anyhow
         for email in &d.users_to_add {
             println!("  user {email}: add");
         }
+        for (email, role) in &d.roles_to_grant {
+            println!("  user {email}: grant role {role}");
+        }
     }
     for t in &strays {
         if prune {

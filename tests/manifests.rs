@@ -189,3 +189,44 @@ async fn manifests_with_an_unknown_plan_or_bad_overrides_are_refused_before_any_
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
+
+#[actix_web::test]
+async fn a_role_added_to_an_existing_user_is_a_change_and_is_applied() {
+    let app = TestApp::spawn().await;
+    let dir = manifests_dir();
+    write(&dir, "rolesco", "");
+    let (code, _, err) = apply(&app, &dir, &[]);
+    assert_eq!(code, 0, "{err}");
+    // The same owner, now also admin: nothing else about the tenant changes.
+    let text = std::fs::read_to_string(dir.join("rolesco.toml"))
+        .unwrap()
+        .replace("roles = [\"owner\"]", "roles = [\"owner\", \"admin\"]");
+    std::fs::write(dir.join("rolesco.toml"), text).unwrap();
+    let (code, out, err) = apply(&app, &dir, &["--dry-run"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out,
+        "tenant rolesco: update\n  user owner@rolesco.test: grant role admin\n\
+         dry run: nothing was changed\n"
+    );
+    let (code, _, err) = apply(&app, &dir, &[]);
+    assert_eq!(code, 0, "{err}");
+    let roles: Vec<String> = app
+        .db
+        .admin()
+        .await
+        .query(
+            "SELECT r.name FROM user_roles ur JOIN roles r ON r.tenant_id = ur.tenant_id \
+               AND r.id = ur.role_id JOIN users u ON u.tenant_id = ur.tenant_id \
+               AND u.id = ur.user_id WHERE u.email = 'owner@rolesco.test' ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(roles, ["admin", "owner"]);
+    let (code, out, _) = apply(&app, &dir, &[]);
+    assert_eq!((code, out.as_str()), (0, "no changes\n"));
+}

@@ -225,12 +225,14 @@ async fn signup_counts_the_owner_seat_and_the_plan_decides_limits() {
 #[actix_web::test]
 async fn a_failed_signup_releases_its_slug() {
     let app = TestApp::spawn().await;
-    // The tenant transaction fails (an email the users table refuses, past validation) only if
-    // we break it on purpose: make the owner insert collide by pre-creating a trigger.
+    // A trigger makes the owner's insert fail: signup's tenant transaction rolls back after the
+    // slug was reserved on the platform path.
     let admin = app.db.admin().await;
     execute_each(
         &admin,
-        "CREATE FUNCTION refuse_users() RETURNS trigger LANGUAGE plpgsql AS \
+        // Citus (harmless elsewhere): a trigger on a distributed table must be allowed.
+        "SET citus.enable_unsafe_triggers TO on; \
+         CREATE FUNCTION refuse_users() RETURNS trigger LANGUAGE plpgsql AS \
            $$ BEGIN RAISE EXCEPTION 'refused for the test'; END $$; \
          CREATE TRIGGER refuse_users BEFORE INSERT ON users FOR EACH ROW \
            EXECUTE FUNCTION refuse_users();",

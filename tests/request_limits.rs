@@ -106,7 +106,8 @@ async fn the_in_flight_cap_refuses_what_exceeds_it_and_frees_on_completion() {
     let admin = app.db.admin().await;
     admin
         .batch_execute(&format!(
-            "BEGIN; SELECT 1 FROM contacts WHERE id = '{id}' FOR UPDATE"
+            "BEGIN; SELECT 1 FROM contacts WHERE tenant_id = '{}' AND id = '{id}' FOR UPDATE",
+            a.id
         ))
         .await
         .unwrap();
@@ -183,7 +184,8 @@ async fn the_plans_statement_timeout_is_set_in_the_tenant_transaction() {
     let id = c["id"].as_str().unwrap();
     admin
         .batch_execute(&format!(
-            "BEGIN; SELECT 1 FROM contacts WHERE id = '{id}' FOR UPDATE"
+            "BEGIN; SELECT 1 FROM contacts WHERE tenant_id = '{}' AND id = '{id}' FOR UPDATE",
+            a.id
         ))
         .await
         .unwrap();

@@ -126,6 +126,22 @@ pub async fn ensure_system_roles(
     Ok(ids)
 }
 
+/// The names of the roles `user` holds.
+pub async fn names_of(tx: &mut TenantTx<'_>, user: UserId) -> AppResult<Vec<String>> {
+    let tenant = tx.tenant_id();
+    Ok(user_roles::table
+        .inner_join(
+            roles::table.on(roles::tenant_id
+                .eq(user_roles::tenant_id)
+                .and(roles::id.eq(user_roles::role_id))),
+        )
+        .filter(user_roles::tenant_id.eq(tenant))
+        .filter(user_roles::user_id.eq(user))
+        .select(roles::name)
+        .load(tx.conn())
+        .await?)
+}
+
 /// Gives `user` the role `role` (no-op if already held).
 pub async fn assign(tx: &mut TenantTx<'_>, user: UserId, role: RoleId) -> AppResult<()> {
     let tenant = tx.tenant_id();

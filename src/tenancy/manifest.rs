@@ -320,12 +320,17 @@ pub struct Diff {
     pub fields: Vec<(&'static str, String, String)>,
     /// Emails of users that would be created.
     pub users_to_add: Vec<String>,
+    /// Roles existing users would be given: (email, role).
+    pub roles_to_grant: Vec<(String, String)>,
 }
 
 impl Diff {
     /// Whether applying would change nothing.
     pub fn is_empty(&self) -> bool {
-        !self.create && self.fields.is_empty() && self.users_to_add.is_empty()
+        !self.create
+            && self.fields.is_empty()
+            && self.users_to_add.is_empty()
+            && self.roles_to_grant.is_empty()
     }
 }
 
@@ -344,6 +349,7 @@ pub async fn diff(door: &Door, platform: &PlatformDoor, m: &Manifest) -> anyhow:
         create: existing.is_none(),
         fields: Vec::new(),
         users_to_add: Vec::new(),
+        roles_to_grant: Vec::new(),
     };
     let Some(t) = existing else {
         out.users_to_add = m.users.iter().map(|u| u.email.clone()).collect();
@@ -375,17 +381,29 @@ pub async fn diff(door: &Door, platform: &PlatformDoor, m: &Manifest) -> anyhow:
             out.fields.push((field, old, new));
         }
     }
-    let emails: Vec<String> = m.users.iter().map(|u| u.email.clone()).collect();
-    out.users_to_add = door
+    let wanted: Vec<(String, Vec<String>)> = m
+        .users
+        .iter()
+        .map(|u| (u.email.clone(), u.roles.clone()))
+        .collect();
+    (out.users_to_add, out.roles_to_grant) = door
         .read(TxScope::tenant(t.id), |tx| {
             async move {
                 let mut missing = Vec::new();
-                for email in emails {
-                    if users::by_email(tx, &email).await?.is_none() {
+                let mut grants = Vec::new();
+                for (email, roles) in wanted {
+                    let Some(user) = users::by_email(tx, &email).await? else {
                         missing.push(email);
+                        continue;
+                    };
+                    let held = roles::names_of(tx, user.id).await?;
+                    for r in roles {
+                        if !held.contains(&r) {
+                            grants.push((email.clone(), r));
+                        }
                     }
                 }
-                Ok(missing)
+                Ok((missing, grants))
             }
             .scope_boxed()
         })
