@@ -16,8 +16,8 @@
 //! unit back. `tessera usage reconcile` recomputes every counter from the tables and reports (or,
 //! with `--fix`, repairs) drift.
 
-use diesel::QueryableByName;
 use diesel::sql_types::{BigInt, Uuid as SqlUuid};
+use diesel::{OptionalExtension, QueryableByName};
 use diesel_async::RunQueryDsl;
 
 use crate::error::{AppError, AppResult};
@@ -82,11 +82,7 @@ pub async fn take(tx: &mut TenantTx<'_>, quota: Quota, limit: u64) -> AppResult<
         .bind::<BigInt, _>(limit_i)
         .get_result(tx.conn())
         .await
-        .map(Some)
-        .or_else(|e| match e {
-            diesel::result::Error::NotFound => Ok(None),
-            e => Err(e),
-        })?
+        .optional()?
     };
     match taken {
         Some(_) => Ok(()),
@@ -120,11 +116,7 @@ pub async fn used(tx: &mut TenantTx<'_>, quota: Quota) -> AppResult<u64> {
     .bind::<SqlUuid, _>(tx.tenant_id().as_uuid())
     .get_result(tx.conn())
     .await
-    .map(Some)
-    .or_else(|e| match e {
-        diesel::result::Error::NotFound => Ok(None),
-        e => Err(e),
-    })?;
+    .optional()?;
     Ok(row.map_or(0, |r| r.value.max(0) as u64))
 }
 
@@ -150,11 +142,7 @@ pub async fn counters(tx: &mut TenantTx<'_>) -> AppResult<Counters> {
     .bind::<SqlUuid, _>(tx.tenant_id().as_uuid())
     .get_result(tx.conn())
     .await
-    .map(Some)
-    .or_else(|e| match e {
-        diesel::result::Error::NotFound => Ok(None),
-        e => Err(e),
-    })?;
+    .optional()?;
     Ok(row.unwrap_or_default())
 }
 

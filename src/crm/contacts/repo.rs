@@ -89,11 +89,17 @@ pub fn find_live(
 /// A live contact by id, or `None` (missing, deleted, or another tenant's: indistinguishable),
 /// locking the row for the rest of the transaction.
 pub async fn get_for_update(tx: &mut TenantTx<'_>, id: ContactId) -> AppResult<Option<Contact>> {
+    locked(tx, id, false).await
+}
+
+/// The contact `id`, live or (`deleted`) deleted, locked for the rest of the transaction.
+async fn locked(tx: &mut TenantTx<'_>, id: ContactId, deleted: bool) -> AppResult<Option<Contact>> {
     let tenant = tx.tenant_id();
+    // Found by primary key; the deleted-or-not test only filters that one row.
     Ok(contacts::table
         .filter(contacts::tenant_id.eq(tenant))
         .filter(contacts::id.eq(id))
-        .filter(contacts::deleted_at.is_null())
+        .filter(contacts::deleted_at.is_not_null().eq(deleted))
         .select(Contact::as_select())
         .for_update()
         .first(tx.conn())
@@ -176,16 +182,7 @@ pub async fn get_deleted_for_update(
     tx: &mut TenantTx<'_>,
     id: ContactId,
 ) -> AppResult<Option<Contact>> {
-    let tenant = tx.tenant_id();
-    Ok(contacts::table
-        .filter(contacts::tenant_id.eq(tenant))
-        .filter(contacts::id.eq(id))
-        .filter(contacts::deleted_at.is_not_null())
-        .select(Contact::as_select())
-        .for_update()
-        .first(tx.conn())
-        .await
-        .optional()?)
+    locked(tx, id, true).await
 }
 
 /// Brings a locked, deleted contact back; a live contact holding its email → 409.
