@@ -37,16 +37,7 @@ CITUS_PORT=${CITUS_PORT:-55450}
 CITUS_DIR=${CITUS_DIR:-$ROOT/target/bench-citus}
 WORK=$ROOT/target/bench-citus-run/$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p "$WORK"
-if [[ $SKIP_BUILD != 1 ]]; then
-    log "cargo build --release --locked"
-    cargo build --release --locked >&2
-fi
-[[ -x $BIN ]] || die "no binary at $BIN"
-if ! command -v wrk >/dev/null 2>&1; then
-    sudo_=()
-    [[ $(id -u) -eq 0 ]] || sudo_=(sudo)
-    "${sudo_[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y wrk >&2 || die "wrk missing"
-fi
+build_and_wrk "$BIN"
 
 cleanup() {
     set +e

@@ -46,7 +46,6 @@ source "$BENCH_DIR/lib/seeded.sh"
 cd "$ROOT"
 
 BIN=${TESSERA_BIN:-$ROOT/target/release/tessera}
-SKIP_BUILD=${SKIP_BUILD:-0}
 MEASURE=${MEASURE:-1 2 2off 2ttl 3 4}
 ROUNDS=${ROUNDS:-5}
 DURATION=${DURATION:-10}
@@ -90,16 +89,7 @@ done
 ((SMALL_TENANTS >= 1 && SMALL_TENANTS <= TENANTS)) || die "SMALL_TENANTS must be 1..$TENANTS"
 ((REDIS_PORT != 6379 && PG_PORT != 5432)) || die "6379 and 5432 are the system's; never benchmark on them"
 
-if [[ $SKIP_BUILD != 1 ]]; then
-    log "cargo build --release --locked"
-    cargo build --release --locked >&2
-fi
-[[ -x $BIN ]] || die "no binary at $BIN"
-if ! command -v wrk >/dev/null 2>&1; then
-    sudo_=()
-    [[ $(id -u) -eq 0 ]] || sudo_=(sudo)
-    "${sudo_[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y wrk >&2 || die "wrk missing"
-fi
+build_and_wrk "$BIN"
 python3 -c 'import cryptography' 2>/dev/null || die "python3-cryptography missing (apt-get install python3-cryptography)"
 
 # ------------------------------------------------------------------------------ clean-up trap

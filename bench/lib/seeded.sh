@@ -30,6 +30,21 @@ seeded_db() {
         || die "the bench database is not seeded with $TENANTS tenants: run bench/run.sh first"
 }
 
+# build_and_wrk BIN: `cargo build --release --locked` unless SKIP_BUILD=1, then BIN must exist;
+# wrk is installed with apt-get when missing.
+build_and_wrk() {
+    if [[ ${SKIP_BUILD:-0} != 1 ]]; then
+        log "cargo build --release --locked"
+        cargo build --release --locked >&2
+    fi
+    [[ -x $1 ]] || die "no binary at $1"
+    if ! command -v wrk >/dev/null 2>&1; then
+        local sudo_=()
+        [[ $(id -u) -eq 0 ]] || sudo_=(sudo)
+        "${sudo_[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y wrk >&2 || die "wrk missing"
+    fi
+}
+
 # migrate_and_seed BIN SUPERUSER_URL: the bench database on that server, migrated and seeded
 # with TENANTS x CONTACTS (both steps are no-ops when already done), by BIN.
 migrate_and_seed() {
