@@ -37,16 +37,7 @@ CITUS_PORT=${CITUS_PORT:-55450}
 CITUS_DIR=${CITUS_DIR:-$ROOT/target/bench-citus}
 WORK=$ROOT/target/bench-citus-run/$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p "$WORK"
-if [[ $SKIP_BUILD != 1 ]]; then
-    log "cargo build --release --locked"
-    cargo build --release --locked >&2
-fi
-[[ -x $BIN ]] || die "no binary at $BIN"
-if ! command -v wrk >/dev/null 2>&1; then
-    sudo_=()
-    [[ $(id -u) -eq 0 ]] || sudo_=(sudo)
-    "${sudo_[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y wrk >&2 || die "wrk missing"
-fi
+build_and_wrk "$BIN"
 
 cleanup() {
     set +e
@@ -56,28 +47,15 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# migrate_and_seed SUPERUSER_URL: the bench database on that server, migrated and seeded (both
-# steps are no-ops when already done).
-migrate_and_seed() {
-    local super=$1 db=${1%/*}/tessera_bench
-    if [[ $(psql "$super" -X -tAc "SELECT 1 FROM pg_database WHERE datname = 'tessera_bench'") != 1 ]]; then
-        psql "$super" -X -q -v ON_ERROR_STOP=1 -c "CREATE DATABASE tessera_bench"
-    fi
-    TESSERA_ENV=development TESSERA_DATABASE__MIGRATION_URL=$db \
-        TESSERA_DATABASE__URL=$(sed -E 's#^(postgres(ql)?://)[^@/]*@#\1tessera_app@#' <<<"$db") \
-        "$BIN" migrate >&2
-    TESSERA_BIN=$BIN TESSERA_DATABASE__MIGRATION_URL=$db "$BENCH_DIR/seed.sh" "$TENANTS" "$CONTACTS"
-}
-
 log "one PostgreSQL in $PG_DIR (127.0.0.1:$PG_PORT)"
-migrate_and_seed "$(pin "$SUT_CPUS" "$BIN" devdb start --dir "$PG_DIR" --port "$PG_PORT" | tail -n 1)"
+migrate_and_seed "$BIN" "$(pin "$SUT_CPUS" "$BIN" devdb start --dir "$PG_DIR" --port "$PG_PORT" | tail -n 1)"
 seeded_db "$BIN"
 SINGLE_APP_URL=$APP_URL
 
 log "Citus cluster in $CITUS_DIR (127.0.0.1:$CITUS_PORT and the next two ports)"
 coordinator=$(pin "$SUT_CPUS" "$ROOT/scripts/citus" start "$CITUS_DIR" "$CITUS_PORT")
 "$ROOT/scripts/citus" prepare-db "$coordinator" tessera_bench
-migrate_and_seed "$coordinator"
+migrate_and_seed "$BIN" "$coordinator"
 CITUS_APP_URL=$(sed -E 's#^(postgres(ql)?://)[^@/]*@#\1tessera_app@#' <<<"${coordinator%/*}/tessera_bench")
 
 # Both sides start from the same cache state (as in run.sh): the contacts heap and its primary key

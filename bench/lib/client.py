@@ -6,6 +6,12 @@
   client.py login  --port P --tenants N --password PW --out FILE [--workers K]
       Logs in as owner@bench-XXX.test on each tenant's host and writes one line per tenant,
       "<index>\t<slug>\t<access_token>", for bench/wrk/get_contact.lua.
+  client.py mint   --key PEM --sessions FILE --out FILE [--issuer I] [--audience A] [--ttl S]
+      Signs access tokens the way the server does (EdDSA JWT, kid from the public key, the claims
+      of src/auth/tokens.rs) with the server's own signing key, for sessions that exist in the
+      database (FILE: "<index>\t<slug>\t<tenant_id>\t<user_id>\t<session_id>" per line, the
+      session id being a live refresh_tokens.family_id). Writes the same tokens file as login,
+      without 10,000 argon2 logins. Needs python3-cryptography.
   client.py check  --port P --tokens FILE --contacts M
       Before any load: a tenant's own contact answers 200 and carries the requested id; another
       tenant's contact id does not answer 200 on this tenant's host (404 expected), nor does a
@@ -122,6 +128,47 @@ def cmd_login(a) -> int:
     return 0
 
 
+def b64url(raw: bytes) -> str:
+    import base64
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def cmd_mint(a) -> int:
+    import hashlib
+    import uuid
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = serialization.load_pem_private_key(open(a.key, "rb").read(), password=None)
+    if not isinstance(key, Ed25519PrivateKey):
+        print(f"{a.key}: not an Ed25519 private key", file=sys.stderr)
+        return 1
+    public = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    x = b64url(public)
+    # src/auth/keys.rs: kid = base64url(sha256 of the RFC 7638-style JWK)[..12 bytes].
+    kid = b64url(hashlib.sha256(f'{{"crv":"Ed25519","kty":"OKP","x":"{x}"}}'.encode()).digest()[:12])
+    header = b64url(json.dumps({"typ": "JWT", "alg": "EdDSA", "kid": kid}, separators=(",", ":")).encode())
+    now = int(time.time())
+    count = 0
+    tmp = a.out + ".tmp"
+    with open(a.sessions) as src, open(tmp, "w") as out:
+        for line in src:
+            parts = line.rstrip("\n").split("\t")
+            if len(parts) != 5:
+                continue
+            index, slug_, tenant, user, session = parts
+            claims = {"iss": a.issuer, "aud": a.audience, "sub": user, "tid": tenant,
+                      "tslug": slug_, "iat": now, "nbf": now, "exp": now + a.ttl,
+                      "jti": str(uuid.uuid4()), "sid": session}
+            signing_input = header + "." + b64url(json.dumps(claims, separators=(",", ":")).encode())
+            token = signing_input + "." + b64url(key.sign(signing_input.encode()))
+            out.write(f"{index}\t{slug_}\t{token}\n")
+            count += 1
+    os.replace(tmp, a.out)
+    print(f"minted {count} tokens")
+    return 0 if count else 1
+
+
 def read_tokens(path):
     out = []
     with open(path) as f:
@@ -192,12 +239,19 @@ def main() -> int:
     lg.add_argument("--password", required=True)
     lg.add_argument("--out", required=True)
     lg.add_argument("--workers", type=int, default=4)
+    mt = sub.add_parser("mint")
+    mt.add_argument("--key", required=True)
+    mt.add_argument("--sessions", required=True)
+    mt.add_argument("--out", required=True)
+    mt.add_argument("--issuer", default="tessera")
+    mt.add_argument("--audience", default="tessera-api")
+    mt.add_argument("--ttl", type=int, default=900)
     c = sub.add_parser("check")
     c.add_argument("--port", type=int, required=True)
     c.add_argument("--tokens", required=True)
     c.add_argument("--contacts", type=int, required=True)
     a = p.parse_args()
-    return {"ready": cmd_ready, "login": cmd_login, "check": cmd_check}[a.cmd](a)
+    return {"ready": cmd_ready, "login": cmd_login, "mint": cmd_mint, "check": cmd_check}[a.cmd](a)
 
 
 if __name__ == "__main__":

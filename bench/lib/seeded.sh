@@ -30,6 +30,34 @@ seeded_db() {
         || die "the bench database is not seeded with $TENANTS tenants: run bench/run.sh first"
 }
 
+# build_and_wrk BIN: `cargo build --release --locked` unless SKIP_BUILD=1, then BIN must exist;
+# wrk is installed with apt-get when missing.
+build_and_wrk() {
+    if [[ ${SKIP_BUILD:-0} != 1 ]]; then
+        log "cargo build --release --locked"
+        cargo build --release --locked >&2
+    fi
+    [[ -x $1 ]] || die "no binary at $1"
+    if ! command -v wrk >/dev/null 2>&1; then
+        local sudo_=()
+        [[ $(id -u) -eq 0 ]] || sudo_=(sudo)
+        "${sudo_[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y wrk >&2 || die "wrk missing"
+    fi
+}
+
+# migrate_and_seed BIN SUPERUSER_URL: the bench database on that server, migrated and seeded
+# with TENANTS x CONTACTS (both steps are no-ops when already done), by BIN.
+migrate_and_seed() {
+    local bin=$1 super=$2 db=${2%/*}/tessera_bench
+    if [[ $(psql "$super" -X -tAc "SELECT 1 FROM pg_database WHERE datname = 'tessera_bench'") != 1 ]]; then
+        psql "$super" -X -q -v ON_ERROR_STOP=1 -c "CREATE DATABASE tessera_bench"
+    fi
+    TESSERA_ENV=development TESSERA_DATABASE__MIGRATION_URL=$db \
+        TESSERA_DATABASE__URL=$(sed -E 's#^(postgres(ql)?://)[^@/]*@#\1tessera_app@#' <<<"$db") \
+        "$bin" migrate >&2
+    TESSERA_BIN=$bin TESSERA_DATABASE__MIGRATION_URL=$db "$BENCH_DIR/seed.sh" "$TENANTS" "$CONTACTS"
+}
+
 # server_env KEY_FILE: the environment every compared server runs with: one signing key written
 # to KEY_FILE (so a token minted once is good on every server), the bench database, no throttling
 # of the bench's own logins.

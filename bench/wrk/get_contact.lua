@@ -9,6 +9,11 @@
 --                           requested id). Costs load-generator CPU, so run.sh uses it for the
 --                           warm-up run only; the measured run relies on wrk's own error counts
 --                           (status >= 400, socket errors, timeouts).
+--   TESSERA_BENCH_COUNT     "1": count answers by status (200, 429, other) and the 200s per
+--                           second of the wall clock (bench/limits.sh: a rate limit's admitted
+--                           rate). Not with TESSERA_BENCH_STRICT.
+--   TESSERA_BENCH_DELAY_MS  pause this many ms on each connection before each request, so a
+--                           few connections offer a bounded rate (bench/limits.sh).
 --
 -- Ids (see bench/sql/seed_contacts.sql):
 --   tenant i  : 00000000-0000-7000-8000-{100000000000 + i}
@@ -20,6 +25,8 @@ local tokens_path = os.getenv("TESSERA_BENCH_TOKENS")
 local ncontacts = tonumber(os.getenv("TESSERA_BENCH_CONTACTS") or "")
 local port = os.getenv("TESSERA_BENCH_PORT")
 local strict = os.getenv("TESSERA_BENCH_STRICT") == "1"
+local count = os.getenv("TESSERA_BENCH_COUNT") == "1" and not strict
+local delay_ms = tonumber(os.getenv("TESSERA_BENCH_DELAY_MS") or "")
 
 -- Main state: count threads so each can seed its own generator.
 local threads = {}
@@ -37,6 +44,10 @@ local ntenants = 0
 checked = 0
 bad_status = 0
 bad_body = 0
+status_200 = 0
+status_429 = 0
+status_other = 0
+ok_by_sec = {}
 
 function init(args)
    if not tokens_path or not ncontacts or not port then
@@ -91,23 +102,60 @@ if strict then
    end
 end
 
+if count then
+   -- Defined only in count mode, for the same reason as above.
+   function response(status, headers, body)
+      if status == 200 then
+         status_200 = status_200 + 1
+         local now = os.time()
+         ok_by_sec[now] = (ok_by_sec[now] or 0) + 1
+      elseif status == 429 then
+         status_429 = status_429 + 1
+      else
+         status_other = status_other + 1
+         if status_other <= 3 then
+            io.stderr:write(string.format("unexpected response: %d %s\n", status, tostring(body):sub(1, 200)))
+         end
+      end
+   end
+end
+
+if delay_ms then
+   function delay()
+      return delay_ms
+   end
+end
+
 function done(summary, latency, requests)
    local e = summary.errors
    local secs = summary.duration / 1e6
    local sum_checked, sum_bad_status, sum_bad_body = 0, 0, 0
+   local s200, s429, sother, by_sec = 0, 0, 0, {}
    for _, t in ipairs(threads) do
       sum_checked = sum_checked + (t:get("checked") or 0)
       sum_bad_status = sum_bad_status + (t:get("bad_status") or 0)
       sum_bad_body = sum_bad_body + (t:get("bad_body") or 0)
+      s200 = s200 + (t:get("status_200") or 0)
+      s429 = s429 + (t:get("status_429") or 0)
+      sother = sother + (t:get("status_other") or 0)
+      for sec, n in pairs(t:get("ok_by_sec") or {}) do
+         by_sec[sec] = (by_sec[sec] or 0) + n
+      end
+   end
+   local secs_json = {}
+   for sec, n in pairs(by_sec) do
+      table.insert(secs_json, string.format('"%d":%d', sec, n))
    end
    io.write(string.format(
       'TESSERA_WRK {"requests":%d,"duration_s":%.3f,"rps":%.1f,' ..
       '"p50_us":%.0f,"p90_us":%.0f,"p99_us":%.0f,"max_us":%.0f,"mean_us":%.1f,' ..
       '"errors_status":%d,"errors_connect":%d,"errors_read":%d,"errors_write":%d,' ..
-      '"errors_timeout":%d,"strict":%s,"checked":%d,"bad_status":%d,"bad_body":%d}\n',
+      '"errors_timeout":%d,"strict":%s,"checked":%d,"bad_status":%d,"bad_body":%d,' ..
+      '"counted":%s,"status_200":%d,"status_429":%d,"status_other":%d,"ok_by_sec":{%s}}\n',
       summary.requests, secs, summary.requests / secs,
       latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max,
       latency.mean,
       e.status, e.connect, e.read, e.write, e.timeout,
-      tostring(strict), sum_checked, sum_bad_status, sum_bad_body))
+      tostring(strict), sum_checked, sum_bad_status, sum_bad_body,
+      tostring(count), s200, s429, sother, table.concat(secs_json, ",")))
 end
