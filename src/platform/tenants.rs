@@ -428,6 +428,8 @@ pub async fn update_tenant(
         &operator(&caller),
     )
     .await?;
+    // This replica at once; the others when the commit's notification reaches them.
+    state.directory.clear();
     Ok(HttpResponse::Ok()
         .insert_header(etag(tenant.version))
         .json(TenantView::of(&tenant, &state.config.plans)))
@@ -466,5 +468,6 @@ pub async fn delete_tenant(
         &operator(&caller),
     )
     .await?;
+    state.directory.clear();
     Ok(HttpResponse::NoContent().finish())
 }
