@@ -117,12 +117,14 @@ async fn the_in_flight_cap_refuses_what_exceeds_it_and_frees_on_completion() {
         .json(&json!({"first_name": "Changed"}))
         .send();
     let held = actix_web::rt::spawn(held);
-    // Wait until the PATCH is waiting on the lock.
+    // Wait until the PATCH is waiting on the lock: the server's session busy with its locking
+    // read. (On Citus the lock wait itself is on a worker; the coordinator's session is active.)
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let waiting: i64 = admin
             .query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'",
+                "SELECT count(*) FROM pg_stat_activity WHERE usename = 'tessera_app' \
+                   AND state = 'active' AND query ILIKE '%FOR UPDATE%'",
                 &[],
             )
             .await

@@ -368,6 +368,8 @@ async fn usage_ranges_are_validated() {
         ("from=2026-12-02T00:00:00Z&to=2026-12-01T00:00:00Z", "to"),
         ("from=2025-01-01T00:00:00Z&to=2026-01-01T00:00:00Z", "to"),
         ("tenant_id=x", "tenant_id"),
+        ("from=2263-01-01T00:00:00Z", "from"),
+        ("to=1969-12-31T23:00:00Z", "to"),
     ] {
         let p = expect_problem(
             app.as_tenant(&a, Method::GET, &format!("/v1/tenant/usage?{query}"))

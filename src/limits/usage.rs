@@ -17,6 +17,10 @@ use uuid::Uuid;
 use super::metering::{Meter, WINDOW, month_of};
 use crate::error::{AppError, AppResult, FieldError};
 
+/// The earliest and latest instants a range may name (Unix seconds): 1970 and 2200.
+const EARLIEST: i64 = 0;
+const LATEST: i64 = 7_258_118_400;
+
 /// Longest range of hourly rows one request may ask for.
 pub const MAX_HOURLY_DAYS: i64 = 93;
 /// Longest range of daily rows one request may ask for.
@@ -54,12 +58,12 @@ impl Granularity {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct RangeQuery {
-    /// Start (RFC 3339); default: the start of the current month (UTC). Rounded down to the
-    /// row's window.
-    #[param(pattern = r"^[^\u0000]*$", example = "2026-12-01T00:00:00Z")]
+    /// Start (RFC 3339); absent: the start of the current month (UTC). Rounded down to the row's
+    /// window.
+    #[param(format = DateTime, pattern = r"^[^\u0000]*$", example = "2026-12-01T00:00:00Z")]
     pub from: Option<String>,
-    /// End, exclusive (RFC 3339); default: now.
-    #[param(pattern = r"^[^\u0000]*$")]
+    /// End, exclusive (RFC 3339); absent: now.
+    #[param(format = DateTime, pattern = r"^[^\u0000]*$")]
     pub to: Option<String>,
     /// `hour` (default) or `day`.
     #[param(value_type = Option<Granularity>)]
@@ -102,19 +106,29 @@ impl RangeQuery {
     /// [`MAX_HOURLY_DAYS`] of hours or [`MAX_DAILY_DAYS`] of days (422 naming the field).
     pub fn range(&self) -> AppResult<Range> {
         let mut errors = Vec::new();
+        // Usage exists from 1970 on, and past 2200 the window arithmetic (nanoseconds in an i64)
+        // would overflow.
         let time = |field: &str, v: &Option<String>, errors: &mut Vec<FieldError>| {
-            v.as_ref()
-                .and_then(|s| match DateTime::parse_from_rfc3339(s) {
-                    Ok(t) => Some(t.to_utc()),
-                    Err(_) => {
-                        errors.push(FieldError::new(
-                            field,
-                            "invalid_format",
-                            "expected an RFC 3339 timestamp such as 2026-12-01T00:00:00Z",
-                        ));
-                        None
-                    }
-                })
+            let s = v.as_deref()?;
+            match DateTime::parse_from_rfc3339(s) {
+                Ok(t) if (EARLIEST..=LATEST).contains(&t.timestamp()) => Some(t.to_utc()),
+                Ok(_) => {
+                    errors.push(FieldError::new(
+                        field,
+                        "out_of_range",
+                        "must be between 1970-01-01T00:00:00Z and 2200-01-01T00:00:00Z",
+                    ));
+                    None
+                }
+                Err(_) => {
+                    errors.push(FieldError::new(
+                        field,
+                        "invalid_format",
+                        "expected an RFC 3339 timestamp such as 2026-12-01T00:00:00Z",
+                    ));
+                    None
+                }
+            }
         };
         let now = Utc::now();
         let from = time("from", &self.from, &mut errors);

@@ -40,11 +40,11 @@ const EXPORT_PAGE: usize = 1000;
 #[into_params(parameter_in = Query)]
 #[allow(dead_code)]
 pub struct UsageQuery {
-    /// Start (RFC 3339); default: the start of the current month (UTC).
-    #[param(pattern = r"^[^\u0000]*$")]
+    /// Start (RFC 3339); absent: the start of the current month (UTC).
+    #[param(format = DateTime, pattern = r"^[^\u0000]*$")]
     from: Option<String>,
-    /// End, exclusive (RFC 3339); default: now.
-    #[param(pattern = r"^[^\u0000]*$")]
+    /// End, exclusive (RFC 3339); absent: now.
+    #[param(format = DateTime, pattern = r"^[^\u0000]*$")]
     to: Option<String>,
     /// Only this meter.
     #[param(value_type = Option<Meter>)]
@@ -71,11 +71,11 @@ pub struct ExportQuery {
     /// `csv` or `ndjson`.
     #[param(value_type = ExportFormat)]
     format: String,
-    /// Start (RFC 3339); default: the start of the current month (UTC).
-    #[param(pattern = r"^[^\u0000]*$")]
+    /// Start (RFC 3339); absent: the start of the current month (UTC).
+    #[param(format = DateTime, pattern = r"^[^\u0000]*$")]
     from: Option<String>,
-    /// End, exclusive (RFC 3339); default: now.
-    #[param(pattern = r"^[^\u0000]*$")]
+    /// End, exclusive (RFC 3339); absent: now.
+    #[param(format = DateTime, pattern = r"^[^\u0000]*$")]
     to: Option<String>,
     /// Only this meter.
     #[param(value_type = Option<Meter>)]

@@ -146,7 +146,7 @@ pub struct QuotaUsage {
 
 /// `GET /v1/tenant`.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct TenantView {
+pub struct CurrentTenant {
     /// Tenant id.
     #[schema(value_type = uuid::Uuid)]
     pub id: crate::ids::TenantId,
@@ -174,7 +174,7 @@ pub struct TenantView {
 }
 
 /// Reads the tenant's own row and counters (as the app role: RLS shows it this row only).
-async fn load(state: &AppState, principal: &Principal) -> AppResult<TenantView> {
+async fn load(state: &AppState, principal: &Principal) -> AppResult<CurrentTenant> {
     let id = principal.tenant_id();
     let (tenant, counters, month) = state
         .door
@@ -193,12 +193,12 @@ async fn load(state: &AppState, principal: &Principal) -> AppResult<TenantView> 
     Ok(view(state, tenant, counters, month))
 }
 
-fn view(state: &AppState, tenant: Tenant, counters: quota::Counters, month: i64) -> TenantView {
+fn view(state: &AppState, tenant: Tenant, counters: quota::Counters, month: i64) -> CurrentTenant {
     let limits = tenant.limits(&state.config.plans);
     let unflushed = state.metering.unflushed_this_month(tenant.id);
     let q = limits.quotas;
     let n = |v: i64| v.max(0) as u64;
-    TenantView {
+    CurrentTenant {
         usage: QuotaUsage {
             records: Standing::of(n(counters.records), q.records),
             seats: Standing::of(n(counters.seats), q.seats),
@@ -223,7 +223,7 @@ fn view(state: &AppState, tenant: Tenant, counters: quota::Counters, month: i64)
     tag = "tenant",
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "The tenant", body = TenantView, headers(("ETag" = String))),
+        (status = 200, description = "The tenant", body = CurrentTenant, headers(("ETag" = String))),
     )
 )]
 #[get("/v1/tenant")]
@@ -239,7 +239,7 @@ pub async fn get_tenant(
 /// operator's (`/v1/platform/tenants/{id}`); sending them is a 422 like any unknown field.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct TenantPatch {
+pub struct CurrentTenantPatch {
     /// Display name, 1–200 characters.
     #[schema(schema_with = api_schema::name)]
     pub name: Option<String>,
@@ -252,10 +252,10 @@ pub struct TenantPatch {
 #[utoipa::path(
     tag = "tenant",
     security(("bearer" = [])),
-    request_body = TenantPatch,
+    request_body = CurrentTenantPatch,
     params(("If-Match" = Option<String>, Header, nullable = false, description = "Expected version(s): `*`, or a comma-separated list of quoted versions such as `\"3\"`; anything else matches nothing (412)", pattern = r#"^[\t ]*(\*|"[0-9]+"([\t ]*,[\t ]*"[0-9]+")*)[\t ]*$"#)),
     responses(
-        (status = 200, description = "Updated", body = TenantView, headers(("ETag" = String))),
+        (status = 200, description = "Updated", body = CurrentTenant, headers(("ETag" = String))),
         (status = 403, description = "Lacks `tenant:manage` (`forbidden`)", body = Problem, content_type = "application/problem+json"),
         (status = 412, description = "`If-Match` matches no current version (`version_conflict`)", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "`name` empty or too long (`invalid_length`), `settings` not an object of at most 50 scalar values under `^[a-z][a-z0-9_]{0,63}$` keys, or an unknown field such as `plan` (`validation_failed`)", body = Problem, content_type = "application/problem+json"),
@@ -266,7 +266,7 @@ pub async fn update_tenant(
     state: web::Data<AppState>,
     principal: Principal,
     req: HttpRequest,
-    body: JsonBody<TenantPatch>,
+    body: JsonBody<CurrentTenantPatch>,
 ) -> AppResult<HttpResponse> {
     principal.require(TENANT_MANAGE)?;
     let patch = body.value;
