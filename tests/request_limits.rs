@@ -98,8 +98,13 @@ async fn every_tenant_response_carries_the_draft_11_headers_and_a_spent_budget_i
 async fn the_in_flight_cap_refuses_what_exceeds_it_and_frees_on_completion() {
     let app = TestApp::spawn().await;
     let a = app.signup().await;
-    app.set_overrides(&a, json!({}), json!({"max_concurrent_requests": 1}))
-        .await;
+    // A long statement timeout: the held PATCH must outwait a slow, loaded machine.
+    app.set_overrides(
+        &a,
+        json!({}),
+        json!({"max_concurrent_requests": 1, "statement_timeout_ms": 9000}),
+    )
+    .await;
     let c = app.create_contact(&a, json!({"first_name": "Held"})).await;
     let id = c["id"].as_str().unwrap().to_string();
     // Hold the row so a PATCH of it stays in flight.
@@ -123,8 +128,9 @@ async fn the_in_flight_cap_refuses_what_exceeds_it_and_frees_on_completion() {
     loop {
         let waiting: i64 = admin
             .query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE usename = 'tessera_app' \
-                   AND state = 'active' AND query ILIKE '%FOR UPDATE%'",
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
+                   OR (usename = 'tessera_app' AND state = 'active' \
+                       AND query ILIKE '%FOR UPDATE%')",
                 &[],
             )
             .await
