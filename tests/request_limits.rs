@@ -122,24 +122,11 @@ async fn the_in_flight_cap_refuses_what_exceeds_it_and_frees_on_completion() {
         .json(&json!({"first_name": "Changed"}))
         .send();
     let held = actix_web::rt::spawn(held);
-    // Wait until the PATCH is waiting on the lock: the server's session busy with its locking
-    // read. (On Citus the lock wait itself is on a worker; the coordinator's session is active.)
+    // Wait until the PATCH holds the tenant's one in-flight place (it then waits on the lock).
+    let tenant = tessera::ids::TenantId(a.id.parse().unwrap());
     let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let waiting: i64 = admin
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
-                   OR (usename = 'tessera_app' AND state = 'active' \
-                       AND query ILIKE '%FOR UPDATE%')",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        if waiting > 0 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the PATCH never waited");
+    while app.state.admission.in_flight(tenant) == 0 {
+        assert!(Instant::now() < deadline, "the PATCH never got in flight");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let res = me(&app, &a).await;

@@ -126,6 +126,15 @@ impl Admission {
             .retain(|_, n| Arc::strong_count(n) > 1);
     }
 
+    /// Requests of `tenant` in flight in this replica right now.
+    pub fn in_flight(&self, tenant: TenantId) -> u32 {
+        self.in_flight
+            .lock()
+            .expect("in-flight lock")
+            .get(&tenant)
+            .map_or(0, |n| n.load(Ordering::Acquire))
+    }
+
     /// Tenants currently holding an in-flight counter.
     pub fn tracked_tenants(&self) -> usize {
         self.in_flight.lock().expect("in-flight lock").len()
