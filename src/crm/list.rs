@@ -96,6 +96,16 @@ pub struct Paging {
     pub after: Option<Cursor>,
 }
 
+/// A query string as a map of parameters; a malformed one is 400 `malformed_request`. Every
+/// list and report reads its parameters through this, then [`check_params`].
+pub fn parse_query(query: &str) -> Result<std::collections::HashMap<String, String>, AppError> {
+    Ok(
+        actix_web::web::Query::<std::collections::HashMap<String, String>>::from_query(query)
+            .map_err(|_| AppError::Malformed("query string is malformed".into()))?
+            .into_inner(),
+    )
+}
+
 /// Checks a list's query parameters as a whole: names outside `allowed` and values holding NUL
 /// (which PostgreSQL text cannot store or compare) become field errors.
 pub fn check_params<'a>(

@@ -85,13 +85,12 @@ pub struct Range {
 pub const RANGE_PARAMS: [&str; 3] = ["from", "to", "granularity"];
 
 impl RangeQuery {
-    /// Reads the range parameters from a query string that may also hold `extra` ones (which
-    /// the caller reads itself); any other parameter is a 422 `unknown_parameter`.
-    pub fn from_query(query: &str, extra: &[&str]) -> AppResult<Self> {
-        let params = parse_query(query)?;
-        let allowed: Vec<&str> = RANGE_PARAMS.iter().chain(extra).copied().collect();
+    /// Reads the range parameters from a query string; any other parameter is a 422
+    /// `unknown_parameter`.
+    pub fn from_query(query: &str) -> AppResult<Self> {
+        let params = crate::crm::list::parse_query(query)?;
         let mut errors = Vec::new();
-        crate::crm::list::check_params(&params, &allowed, &mut errors);
+        crate::crm::list::check_params(&params, &RANGE_PARAMS, &mut errors);
         if !errors.is_empty() {
             return Err(AppError::Validation(errors));
         }
@@ -448,13 +447,4 @@ pub async fn month_requests(conn: &mut AsyncPgConnection, tenant: Uuid) -> AppRe
     .get_result(conn)
     .await?;
     Ok(t.total)
-}
-
-/// A query string as a map; malformed → 400 `malformed_request`.
-pub fn parse_query(query: &str) -> AppResult<std::collections::HashMap<String, String>> {
-    Ok(
-        actix_web::web::Query::<std::collections::HashMap<String, String>>::from_query(query)
-            .map_err(|_| AppError::Malformed("query string is malformed".into()))?
-            .into_inner(),
-    )
 }

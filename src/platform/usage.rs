@@ -23,7 +23,7 @@ use crate::crm::list::{self, Cursor, Fingerprint, ListContext, Sort, SortKey};
 use crate::error::{AppError, AppResult, FieldError, Problem};
 use crate::ids::TenantId;
 use crate::limits::metering::Meter;
-use crate::limits::usage::{self, After, Filter, RangeQuery, UsageRow, parse_query};
+use crate::limits::usage::{self, After, Filter, RangeQuery, UsageRow};
 use crate::tenancy::PlatformDoor;
 
 const RESOURCE: &str = "platform.usage";
@@ -214,7 +214,7 @@ pub async fn list_usage(
     req: HttpRequest,
 ) -> AppResult<HttpResponse> {
     caller.require(Scope::UsageRead)?;
-    let params = parse_query(req.query_string())?;
+    let params = list::parse_query(req.query_string())?;
     let mut errors = Vec::new();
     list::check_params(
         &params,
@@ -299,7 +299,7 @@ pub async fn export_usage(
     req: HttpRequest,
 ) -> AppResult<HttpResponse> {
     caller.require(Scope::UsageRead)?;
-    let params = parse_query(req.query_string())?;
+    let params = list::parse_query(req.query_string())?;
     let mut errors = Vec::new();
     list::check_params(
         &params,

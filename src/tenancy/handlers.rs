@@ -410,7 +410,7 @@ pub async fn get_tenant_usage(
     req: HttpRequest,
 ) -> AppResult<HttpResponse> {
     principal.require(BILLING_READ)?;
-    let range = RangeQuery::from_query(req.query_string(), &[])?.range()?;
+    let range = RangeQuery::from_query(req.query_string())?.range()?;
     let grace = TimeDelta::seconds(state.config.metering.grace_secs as i64);
     let tenant = principal.tenant_id();
     let (series, counters, month) = state

@@ -114,10 +114,7 @@ pub async fn list_contacts(
     req: HttpRequest,
 ) -> AppResult<HttpResponse> {
     principal.require(CONTACTS_READ)?;
-    let params: HashMap<String, String> =
-        web::Query::<HashMap<String, String>>::from_query(req.query_string())
-            .map_err(|_| AppError::Malformed("query string is malformed".into()))?
-            .into_inner();
+    let params: HashMap<String, String> = list::parse_query(req.query_string())?;
     let mut errors = Vec::new();
     list::check_params(&params, LIST_PARAMS, &mut errors);
     let get = |k: &str| params.get(k).map(String::as_str);
