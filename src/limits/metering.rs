@@ -465,9 +465,16 @@ impl Metering {
             .tx(true, move |tx| {
                 async move {
                     Ok(diesel::sql_query(
-                        "SELECT tenant_id, sum(value)::bigint AS total FROM usage_windows \
-                         WHERE meter = 'api_requests' AND window_start >= $1 \
-                           AND tenant_id = ANY($2) GROUP BY tenant_id",
+                        // The month's total as `usage::month_requests` counts it for the
+                        // tenant's own report: windows and late adjustments alike.
+                        "SELECT tenant_id, sum(value)::bigint AS total FROM ( \
+                           SELECT tenant_id, value FROM usage_windows \
+                           WHERE meter = 'api_requests' AND window_start >= $1 \
+                             AND tenant_id = ANY($2) \
+                           UNION ALL \
+                           SELECT tenant_id, value FROM usage_adjustments \
+                           WHERE meter = 'api_requests' AND window_start >= $1 \
+                             AND tenant_id = ANY($2)) u GROUP BY tenant_id",
                     )
                     .bind::<Timestamptz, _>(month_start)
                     .bind::<diesel::sql_types::Array<SqlUuid>, _>(&tenants)
