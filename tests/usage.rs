@@ -104,6 +104,71 @@ async fn requests_are_counted_per_tenant_and_flushed() {
     assert_eq!(ub["meters"][0]["total"], 1);
 }
 
+/// A flush carries one amount per tenant that made requests (and, after a failed flush, several
+/// for one window), written as a few set statements: every amount still lands exactly once, in
+/// its own tenant's window or as an adjustment, and the answers come back in order.
+#[actix_web::test]
+async fn a_batch_of_tenants_repeats_and_late_amounts_counts_each_once() {
+    use Recorded::{Adjustment, Duplicate, Window};
+    let app = TestApp::spawn().await;
+    let a = app.signup().await;
+    let b = app.signup().await;
+    let now = Utc::now();
+    let grace = Duration::from_secs(900);
+    let (open, old) = (window_of(now), window_of(now - TimeDelta::hours(3)));
+    let amount = |t: &Tenant, id: &str, window_start, value| Amount {
+        tenant: tid(t),
+        meter: Meter::ApiRequests,
+        window_start,
+        event_id: id.into(),
+        value,
+    };
+    let record = |amounts: Vec<Amount>| metering::record(&app.state.platform, amounts, grace);
+    let seen = amount(&a, "api:batch:seen", open, 100);
+    assert_eq!(record(vec![seen.clone()]).await.unwrap(), [Window]);
+    let batch = vec![
+        amount(&a, "api:batch:1", open, 3),
+        // The same window as the first: the two are summed into one row.
+        amount(&a, "api:batch:2", open, 4),
+        // Counted by an earlier flush.
+        seen,
+        // The same id in another tenant is another event.
+        amount(&b, "api:batch:1", open, 7),
+        // The same id twice in one batch counts once.
+        amount(&a, "api:batch:1", open, 3),
+        amount(&a, "api:batch:late", old, 2),
+        amount(&b, "api:batch:late", old, 5),
+    ];
+    assert_eq!(
+        record(batch.clone()).await.unwrap(),
+        [
+            Window, Window, Duplicate, Window, Duplicate, Adjustment, Adjustment
+        ]
+    );
+    assert_eq!(stored_requests(&app.db, &a).await, 100 + 3 + 4 + 2);
+    assert_eq!(stored_requests(&app.db, &b).await, 7 + 5);
+    let rows: i64 = app
+        .db
+        .admin()
+        .await
+        .query_one(
+            "SELECT count(*) FROM usage_windows WHERE meter = 'api_requests' \
+               AND tenant_id = ANY($1)",
+            &[&vec![tid(&a).as_uuid(), tid(&b).as_uuid()]],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        rows, 2,
+        "one open window per tenant, none for the final one"
+    );
+    // The whole batch retried (a flush whose commit answer was lost): nothing more.
+    assert_eq!(record(batch).await.unwrap(), [Duplicate; 7]);
+    assert_eq!(stored_requests(&app.db, &a).await, 109);
+    assert_eq!(stored_requests(&app.db, &b).await, 12);
+}
+
 #[actix_web::test]
 async fn a_repeated_amount_is_counted_once_and_a_final_window_gets_an_adjustment() {
     let app = TestApp::spawn().await;

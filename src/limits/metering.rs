@@ -22,13 +22,13 @@
 //! (at most `flush_interval_secs` of them, plus any whose flush was still failing). What cannot
 //! happen: an amount counted twice.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
-use diesel::sql_types::{BigInt, Text, Timestamptz, Uuid as SqlUuid};
+use diesel::sql_types::{Array, BigInt, Text, Timestamptz, Uuid as SqlUuid};
 use diesel_async::scoped_futures::ScopedFutureExt;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use serde::Serialize;
@@ -42,6 +42,9 @@ use crate::tenancy::{PlatformDoor, TenantTx};
 
 /// Length of a usage window.
 pub const WINDOW: TimeDelta = TimeDelta::hours(1);
+
+/// Amounts (or tenants) per transaction of a flush: a few milliseconds of database work each.
+pub const FLUSH_CHUNK: usize = 1_000;
 
 /// A usage meter (API.md §8).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, ToSchema)]
@@ -145,7 +148,7 @@ async fn record_on(
     if fresh == 0 {
         return Ok(Recorded::Duplicate);
     }
-    if now < amount.window_start + WINDOW + grace {
+    if is_open(amount.window_start, now, grace) {
         diesel::sql_query(
             "INSERT INTO usage_windows (tenant_id, meter, window_start, value, updated_at) \
              VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant_id, meter, window_start) \
@@ -201,20 +204,120 @@ pub async fn record_in_tx(
     record_on(tx.conn(), &amount, now, grace).await
 }
 
-/// Counts `amounts` in one platform transaction; returns where each went.
+/// Counts `amounts` in one platform transaction; returns where each went, in order.
+///
+/// A flush carries one amount per tenant that made requests, so with thousands of tenants a
+/// statement per amount would be tens of thousands of round trips every few seconds. Instead it
+/// is three multi-row statements per [`ROWS_PER_STATEMENT`] amounts: the receipts (`RETURNING`
+/// the ids that were new), the open windows (summed per window first: one `ON CONFLICT DO
+/// UPDATE` may not touch a row twice), and the adjustments. Multi-row `VALUES`, not `INSERT …
+/// SELECT FROM unnest(…)`: Citus runs the latter through `COPY`, which row-level security
+/// refuses, while it splits a `VALUES` list into one routed `INSERT` per shard.
 pub async fn record(
     platform: &PlatformDoor,
     amounts: Vec<Amount>,
     grace: Duration,
 ) -> AppResult<Vec<Recorded>> {
+    #[derive(diesel::QueryableByName)]
+    struct Receipt {
+        #[diesel(sql_type = SqlUuid)]
+        tenant_id: Uuid,
+        #[diesel(sql_type = Text)]
+        event_id: String,
+    }
+    if amounts.is_empty() {
+        return Ok(Vec::new());
+    }
     let grace = TimeDelta::from_std(grace).unwrap_or(TimeDelta::zero());
     platform
         .tx(false, move |tx| {
             async move {
                 let now = Utc::now();
-                let mut out = Vec::with_capacity(amounts.len());
-                for a in &amounts {
-                    out.push(record_on(tx.conn(), a, now, grace).await?);
+                let mut new: HashSet<(Uuid, String)> = HashSet::new();
+                for part in amounts.chunks(ROWS_PER_STATEMENT) {
+                    let mut q = diesel::sql_query(format!(
+                        "INSERT INTO usage_receipts (tenant_id, event_id, recorded_at) \
+                         VALUES {} ON CONFLICT (tenant_id, event_id) DO NOTHING \
+                         RETURNING tenant_id, event_id",
+                        values_list(part.len(), 3)
+                    ))
+                    .into_boxed();
+                    for a in part {
+                        q = q
+                            .bind::<SqlUuid, _>(a.tenant.as_uuid())
+                            .bind::<Text, _>(a.event_id.clone())
+                            .bind::<Timestamptz, _>(now);
+                    }
+                    let rows: Vec<Receipt> = q.load(tx.conn()).await?;
+                    new.extend(rows.into_iter().map(|r| (r.tenant_id, r.event_id)));
+                }
+                // An id given twice in one batch is new once: the first occurrence counts.
+                let out: Vec<Recorded> = amounts
+                    .iter()
+                    .map(|a| {
+                        if !new.remove(&(a.tenant.as_uuid(), a.event_id.clone())) {
+                            Recorded::Duplicate
+                        } else if is_open(a.window_start, now, grace) {
+                            Recorded::Window
+                        } else {
+                            Recorded::Adjustment
+                        }
+                    })
+                    .collect();
+                let mut windows: BTreeMap<(Uuid, &'static str, DateTime<Utc>), i64> =
+                    BTreeMap::new();
+                let mut late = Vec::new();
+                for (a, r) in amounts.iter().zip(&out) {
+                    match r {
+                        Recorded::Window => {
+                            *windows
+                                .entry((a.tenant.as_uuid(), a.meter.name(), a.window_start))
+                                .or_insert(0) += a.value;
+                        }
+                        Recorded::Adjustment => late.push(a),
+                        Recorded::Duplicate => {}
+                    }
+                }
+                let windows: Vec<_> = windows.into_iter().collect();
+                for part in windows.chunks(ROWS_PER_STATEMENT) {
+                    let mut q = diesel::sql_query(format!(
+                        "INSERT INTO usage_windows \
+                           (tenant_id, meter, window_start, value, updated_at) \
+                         VALUES {} ON CONFLICT (tenant_id, meter, window_start) \
+                         DO UPDATE SET value = usage_windows.value + EXCLUDED.value, \
+                                       updated_at = EXCLUDED.updated_at",
+                        values_list(part.len(), 5)
+                    ))
+                    .into_boxed();
+                    for ((tenant, meter, window_start), value) in part {
+                        q = q
+                            .bind::<SqlUuid, _>(*tenant)
+                            .bind::<Text, _>(*meter)
+                            .bind::<Timestamptz, _>(*window_start)
+                            .bind::<BigInt, _>(*value)
+                            .bind::<Timestamptz, _>(now);
+                    }
+                    q.execute(tx.conn()).await?;
+                }
+                for part in late.chunks(ROWS_PER_STATEMENT) {
+                    let mut q = diesel::sql_query(format!(
+                        "INSERT INTO usage_adjustments \
+                           (tenant_id, id, meter, window_start, value, event_id, recorded_at) \
+                         VALUES {}",
+                        values_list(part.len(), 7)
+                    ))
+                    .into_boxed();
+                    for a in part {
+                        q = q
+                            .bind::<SqlUuid, _>(a.tenant.as_uuid())
+                            .bind::<SqlUuid, _>(Uuid::now_v7())
+                            .bind::<Text, _>(a.meter.name())
+                            .bind::<Timestamptz, _>(a.window_start)
+                            .bind::<BigInt, _>(a.value)
+                            .bind::<Text, _>(a.event_id.clone())
+                            .bind::<Timestamptz, _>(now);
+                    }
+                    q.execute(tx.conn()).await?;
                 }
                 Ok(out)
             }
@@ -223,52 +326,77 @@ pub async fn record(
         .await
 }
 
-/// Copies the quota counters of `tenants` (every tenant when `None`) into the gauge meters'
-/// window `window`. Per tenant it is one statement routed to the tenant's shard on Citus; for
-/// every tenant it is one co-located `INSERT … SELECT` the cluster runs shard by shard.
+/// Rows per multi-row `INSERT` of [`record`]: 7,000 parameters at most (PostgreSQL allows 65,535).
+const ROWS_PER_STATEMENT: usize = 1_000;
+
+/// `($1, $2), ($3, $4)` for `rows` = 2, `cols` = 2: the placeholders of a multi-row `VALUES`.
+fn values_list(rows: usize, cols: usize) -> String {
+    (0..rows)
+        .map(|r| {
+            let row: Vec<String> = (1..=cols).map(|c| format!("${}", r * cols + c)).collect();
+            format!("({})", row.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Whether the window starting at `start` still takes amounts at `now` (its end plus `grace`
+/// has not passed); later amounts become adjustments.
+fn is_open(start: DateTime<Utc>, now: DateTime<Utc>, grace: TimeDelta) -> bool {
+    now < start + WINDOW + grace
+}
+
+/// Copies the quota counters of `tenants` into the gauge meters' window `window`: one
+/// co-located `INSERT … SELECT` per gauge (a statement per tenant would be thousands of round
+/// trips per flush). A level that did not change is not rewritten (`updated_at` is when the
+/// window last changed), so a flush for thousands of requesting tenants writes few gauge rows.
 async fn snapshot_gauges(
     platform: &PlatformDoor,
-    tenants: Option<Vec<Uuid>>,
+    tenants: &[Uuid],
     window: DateTime<Utc>,
 ) -> AppResult<()> {
+    let tenants = tenants.to_vec();
     platform
         .tx(false, move |tx| {
             async move {
                 let now = Utc::now();
                 for (meter, column) in [(Meter::Records, "records"), (Meter::Seats, "seats")] {
-                    let sql = |filter: &str| {
-                        format!(
-                            "INSERT INTO usage_windows \
-                               (tenant_id, meter, window_start, value, updated_at) \
-                             SELECT tenant_id, $1, $2, {column}, $3 FROM quota_counters {filter} \
-                             ON CONFLICT (tenant_id, meter, window_start) \
-                             DO UPDATE SET value = EXCLUDED.value, \
-                                           updated_at = EXCLUDED.updated_at"
-                        )
-                    };
-                    match &tenants {
-                        Some(ids) => {
-                            for id in ids {
-                                diesel::sql_query(sql("WHERE tenant_id = $4"))
-                                    .bind::<Text, _>(meter.name())
-                                    .bind::<Timestamptz, _>(window)
-                                    .bind::<Timestamptz, _>(now)
-                                    .bind::<SqlUuid, _>(*id)
-                                    .execute(tx.conn())
-                                    .await?;
-                            }
-                        }
-                        None => {
-                            diesel::sql_query(sql(""))
-                                .bind::<Text, _>(meter.name())
-                                .bind::<Timestamptz, _>(window)
-                                .bind::<Timestamptz, _>(now)
-                                .execute(tx.conn())
-                                .await?;
-                        }
-                    }
+                    diesel::sql_query(format!(
+                        "INSERT INTO usage_windows \
+                           (tenant_id, meter, window_start, value, updated_at) \
+                         SELECT tenant_id, $1, $2, {column}, $3 FROM quota_counters \
+                         WHERE tenant_id = ANY($4) \
+                         ON CONFLICT (tenant_id, meter, window_start) \
+                         DO UPDATE SET value = EXCLUDED.value, \
+                                       updated_at = EXCLUDED.updated_at \
+                         WHERE usage_windows.value <> EXCLUDED.value"
+                    ))
+                    .bind::<Text, _>(meter.name())
+                    .bind::<Timestamptz, _>(window)
+                    .bind::<Timestamptz, _>(now)
+                    .bind::<Array<SqlUuid>, _>(&tenants)
+                    .execute(tx.conn())
+                    .await?;
                 }
                 Ok(())
+            }
+            .scope_boxed()
+        })
+        .await
+}
+
+/// Every tenant with quota counters (every provisioned tenant): whose gauges the first flush of
+/// a window snapshots.
+async fn counted_tenants(platform: &PlatformDoor) -> AppResult<Vec<Uuid>> {
+    use crate::db::schema::quota_counters;
+    use diesel::QueryDsl;
+    platform
+        .tx(true, |tx| {
+            async move {
+                Ok(quota_counters::table
+                    .select(quota_counters::tenant_id)
+                    .load(tx.conn())
+                    .await?)
             }
             .scope_boxed()
         })
@@ -396,33 +524,38 @@ impl Metering {
             t.dedup();
             t
         };
-        if !unacked.is_empty() {
-            match record(&self.platform, unacked.clone(), grace).await {
-                Ok(results) => {
-                    for r in results {
-                        match r {
-                            Recorded::Window => flushed.windows += 1,
-                            Recorded::Adjustment => flushed.adjustments += 1,
-                            Recorded::Duplicate => flushed.duplicates += 1,
-                        }
-                    }
-                    unacked.clear();
+        // In chunks, each its own transaction: one statement over ten thousand tenants' amounts
+        // ran past `statement_timeout` on a saturated database (its backend gets a small share
+        // of the CPU among the request transactions), and a failed flush retries a bigger batch.
+        // A chunk that lands is acknowledged at once; the rest keep their ids for the next tick.
+        while !unacked.is_empty() {
+            let n = unacked.len().min(FLUSH_CHUNK);
+            let results = record(&self.platform, unacked[..n].to_vec(), grace).await?;
+            for r in results {
+                match r {
+                    Recorded::Window => flushed.windows += 1,
+                    Recorded::Adjustment => flushed.adjustments += 1,
+                    Recorded::Duplicate => flushed.duplicates += 1,
                 }
-                // Kept, ids unchanged, for the next flush.
-                Err(e) => return Err(e),
             }
+            unacked.drain(..n);
         }
         let window = window_of(Utc::now());
         let first_of_window = *self.snapshotted.lock().expect("metering lock") != Some(window);
+        let gauged = if first_of_window {
+            counted_tenants(&self.platform).await?
+        } else {
+            tenants.clone()
+        };
+        for chunk in gauged.chunks(FLUSH_CHUNK) {
+            snapshot_gauges(&self.platform, chunk, window).await?;
+        }
         if first_of_window {
-            snapshot_gauges(&self.platform, None, window).await?;
             self.forget_receipts().await?;
             *self.snapshotted.lock().expect("metering lock") = Some(window);
-        } else if !tenants.is_empty() {
-            snapshot_gauges(&self.platform, Some(tenants.clone()), window).await?;
         }
-        if !tenants.is_empty() {
-            self.refresh_month(tenants).await?;
+        for chunk in tenants.chunks(FLUSH_CHUNK) {
+            self.refresh_month(chunk.to_vec()).await?;
         }
         Ok(flushed)
     }
@@ -477,7 +610,7 @@ impl Metering {
                              AND tenant_id = ANY($2)) u GROUP BY tenant_id",
                     )
                     .bind::<Timestamptz, _>(month_start)
-                    .bind::<diesel::sql_types::Array<SqlUuid>, _>(&tenants)
+                    .bind::<Array<SqlUuid>, _>(&tenants)
                     .load(tx.conn())
                     .await?)
                 }
@@ -538,6 +671,12 @@ mod tests {
             .to_utc();
         assert_eq!(window_of(t).to_rfc3339(), "2026-12-02T10:00:00+00:00");
         assert_eq!(month_of(t).to_rfc3339(), "2026-12-01T00:00:00+00:00");
+    }
+
+    #[test]
+    fn values_lists_number_placeholders_row_by_row() {
+        assert_eq!(super::values_list(2, 3), "($1, $2, $3), ($4, $5, $6)");
+        assert_eq!(super::values_list(1, 1), "($1)");
     }
 
     #[test]
