@@ -39,6 +39,9 @@ pub struct AppState {
     pub directory: Directory,
     /// Cached roles/permissions/session validity.
     pub grants: GrantsCache,
+    /// Whether the change listener is connected (the two caches above trust old entries only
+    /// then).
+    pub listening: invalidation::Listening,
     /// Signing keys.
     pub keys: Arc<Keys>,
     /// Seals and opens list cursors (key derived from the signing key).
@@ -63,6 +66,7 @@ impl AppState {
         let door = Door::connect(config.app_database_url()?, &config)?;
         let platform = PlatformDoor::connect(&config.platform_database_url()?, &config)?;
         let limiter = Limiter::new(&config.redis)?;
+        let listening = invalidation::Listening::default();
         Ok(Self {
             platform_keys: KeyCache::new(
                 platform.clone(),
@@ -71,13 +75,16 @@ impl AppState {
             directory: Directory::new(
                 platform.clone(),
                 Duration::from_secs(config.tenancy.cache_secs),
+                listening.clone(),
             ),
             metering: Metering::new(platform.clone(), config.metering.clone()),
             platform,
             grants: GrantsCache::new(
                 door.clone(),
                 Duration::from_secs(config.auth.principal_cache_secs),
+                listening.clone(),
             ),
+            listening,
             tokens: Arc::new(TokenService::new(
                 &config.auth.issuer,
                 &config.auth.audience,
@@ -97,7 +104,14 @@ impl AppState {
     /// runtime: the tenant change listener (`tenancy::invalidation`), so a suspension, plan
     /// change or override made through any replica reaches this one on the next request.
     pub fn start_background(&self) -> anyhow::Result<()> {
-        invalidation::spawn_listener(self.config.platform_database_url()?, self.directory.clone());
+        invalidation::spawn_listener(
+            self.config.platform_database_url()?,
+            invalidation::Caches {
+                directory: self.directory.clone(),
+                grants: self.grants.clone(),
+                listening: self.listening.clone(),
+            },
+        );
         Ok(())
     }
 }

@@ -177,7 +177,8 @@ pub struct AuthConfig {
     pub login_ip_per_minute: u32,
     /// Refresh attempts per client IP per minute.
     pub refresh_ip_per_minute: u32,
-    /// TTL of the per-process principal (roles, permissions, session) cache.
+    /// TTL of the per-process principal (roles, permissions, session) cache; changes made
+    /// through Tessera invalidate it in every process at once (`tenancy::invalidation`).
     pub principal_cache_secs: u64,
 }
 
@@ -374,6 +375,18 @@ impl Config {
         }
         if !(1..=3650).contains(&self.platform.delete_grace_days) {
             return fail("platform.delete_grace_days", "must be between 1 and 3650");
+        }
+        if self.auth.principal_cache_secs > 3600 {
+            return fail(
+                "auth.principal_cache_secs",
+                "must be at most 3600 (a hand edit in SQL goes unnoticed for up to this long)",
+            );
+        }
+        if self.tenancy.cache_secs > 3600 {
+            return fail(
+                "tenancy.cache_secs",
+                "must be at most 3600 (a hand edit in SQL goes unnoticed for up to this long)",
+            );
         }
         if self.platform.key_cache_secs > 60 {
             return fail(
@@ -621,6 +634,23 @@ mod tests {
             let e = check(tweak).unwrap_err();
             assert!(e.contains(key), "{e}");
         }
+    }
+
+    #[test]
+    fn cache_lives_are_bounded() {
+        let base =
+            Config::load_from(Profile::Test, &dir(), Env::prefixed("TESSERA_UNSET_")).unwrap();
+        let mut c = base.clone();
+        c.auth.principal_cache_secs = 3600;
+        c.tenancy.cache_secs = 3600;
+        c.validate().unwrap();
+        c.auth.principal_cache_secs = 3601;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("auth.principal_cache_secs"), "{e}");
+        let mut c = base;
+        c.tenancy.cache_secs = 3601;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("tenancy.cache_secs"), "{e}");
     }
 
     #[test]

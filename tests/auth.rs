@@ -1,5 +1,7 @@
 mod common;
 
+use std::time::Duration;
+
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::*;
@@ -1052,6 +1054,64 @@ async fn logout_revokes_only_that_session() {
         StatusCode::OK,
     )
     .await;
+}
+
+/// Two server processes on one database, each caching grants for five minutes (the default): a
+/// session revoked through one is refused by the other on its next request. Only the access
+/// notification explains that: a revocation that announces nothing is still served from the
+/// other process's cache.
+#[actix_web::test]
+async fn a_session_revoked_through_one_replica_is_refused_by_the_other_at_once() {
+    let a = TestApp::spawn_with(|c| c.auth.principal_cache_secs = 300).await;
+    let b = a.replica(|c| c.auth.principal_cache_secs = 300).await;
+    let t = a.signup().await;
+    let (quiet_access, _) = a.login(&t.slug, &t.email, &t.password).await;
+    let (reused_access, reused_refresh) = a.login(&t.slug, &t.email, &t.password).await;
+    // Warm B's grants cache for all three sessions.
+    for access in [&t.access, &quiet_access, &reused_access] {
+        expect(me_on(&b, &t.slug, access).await, StatusCode::OK).await;
+    }
+
+    // Control: revoked behind Tessera's back (plain SQL, no notification), B keeps serving it.
+    let quiet_sid = jwt_part(&quiet_access, 1)["sid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    a.db.admin()
+        .await
+        .execute(
+            "UPDATE refresh_tokens SET revoked_at = now() WHERE family_id = $1::text::uuid",
+            &[&quiet_sid],
+        )
+        .await
+        .unwrap();
+    expect(me_on(&b, &t.slug, &quiet_access).await, StatusCode::OK).await;
+
+    // The notification travels database → B's listener in milliseconds; the pause only keeps
+    // the test from racing it, and is 1500 times shorter than the cache's life.
+    let settle = || tokio::time::sleep(Duration::from_millis(200));
+    let res = a
+        .as_tenant(&t, Method::POST, "/v1/auth/logout")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    settle().await;
+    assert_access_revoked(&b, &t.slug, &t.access).await;
+
+    // A reused refresh token revokes its session in every process too.
+    expect(
+        refresh_on(&a, &t.slug, &reused_refresh).await,
+        StatusCode::OK,
+    )
+    .await;
+    expect_401(
+        refresh_on(&a, &t.slug, &reused_refresh).await,
+        "refresh_token_reused",
+    )
+    .await;
+    settle().await;
+    assert_access_revoked(&b, &t.slug, &reused_access).await;
 }
 
 // ---------------------------------------------------------------------------------------------

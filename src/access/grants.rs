@@ -1,8 +1,10 @@
 //! What a user may do right now: active status, live session, roles and permissions — read in one
-//! query and cached per process for a few seconds (`auth.principal_cache_secs`).
+//! transaction and cached per process (`auth.principal_cache_secs`) until a change announces
+//! itself (see [`GrantsCache`]).
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
@@ -12,6 +14,7 @@ use moka::future::Cache;
 use crate::db::schema::{refresh_tokens, role_permissions, roles, user_roles, users};
 use crate::error::{AppError, AppResult};
 use crate::ids::{SessionId, TenantId, UserId};
+use crate::tenancy::invalidation::Listening;
 use crate::tenancy::{Door, TxScope};
 
 /// A user's effective access.
@@ -34,23 +37,59 @@ impl Grants {
 
 type Key = (TenantId, UserId, Option<SessionId>);
 
+/// Users remembered as forgotten before a forget clears the whole cache instead (about 100 bytes
+/// each).
+const MAX_MARKS: u64 = 100_000;
+
+/// A cached answer and the cache's epoch from before its query ran.
+#[derive(Clone)]
+struct Slot {
+    grants: Option<Arc<Grants>>,
+    epoch: u64,
+    loaded: Instant,
+}
+
 /// Cached grants lookups. `None` means: the user or session is no longer valid.
+///
+/// Entries live `auth.principal_cache_secs`, but whatever changes a user's access (logout, a
+/// reused refresh token; roles and user status as they become editable) announces it through
+/// [`notify_access`](crate::tenancy::invalidation::notify_access), and every process's listener calls [`GrantsCache::forget_user`]:
+/// the next request anywhere reads the grants again. While no listener is connected, entries
+/// older than [`UNHEARD_MAX_AGE`](crate::tenancy::invalidation::UNHEARD_MAX_AGE) are not trusted.
+///
+/// A lookup that raced a change (read the old rows, stored them after the forget) must not put
+/// the old grants back for a whole TTL: every slot remembers the epoch its query started in,
+/// every forget bumps the epoch and marks the user with it, and a slot older than its user's
+/// mark (or the last [`GrantsCache::clear`]) is read again.
 #[derive(Clone)]
 pub struct GrantsCache {
     door: Door,
-    cache: Cache<Key, Option<Arc<Grants>>>,
+    cache: Cache<Key, Slot>,
+    /// The epoch at which each recently forgotten user was forgotten; kept as long as a slot
+    /// can live, so no slot from before the forget outlives its mark.
+    forgotten: moka::sync::Cache<(TenantId, UserId), u64>,
+    epoch: Arc<AtomicU64>,
+    /// The epoch of the last [`GrantsCache::clear`].
+    cleared: Arc<AtomicU64>,
+    listening: Listening,
 }
 
 impl GrantsCache {
-    /// A cache whose entries live `ttl`.
-    pub fn new(door: Door, ttl: Duration) -> Self {
-        let cache = Cache::builder()
-            .max_capacity(100_000)
-            .time_to_live(ttl)
-            // Needed for forget_user; without it moka refuses predicate invalidation.
-            .support_invalidation_closures()
-            .build();
-        Self { door, cache }
+    /// A cache whose entries live `ttl` (while `listening`; see [`Listening`]).
+    pub fn new(door: Door, ttl: Duration, listening: Listening) -> Self {
+        Self {
+            door,
+            cache: Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(ttl)
+                .build(),
+            // Not capacity-bounded: a bounded moka cache may evict or refuse a mark, and a lost
+            // mark would let a revoked session's slot be served. `forget_user` bounds it instead.
+            forgotten: moka::sync::Cache::builder().time_to_live(ttl).build(),
+            epoch: Arc::new(AtomicU64::new(0)),
+            cleared: Arc::new(AtomicU64::new(0)),
+            listening,
+        }
     }
 
     /// Grants of `user` in `tenant` for session `session`; `None` if the user is disabled or
@@ -61,30 +100,55 @@ impl GrantsCache {
         user: UserId,
         session: Option<SessionId>,
     ) -> AppResult<Option<Arc<Grants>>> {
-        let door = self.door.clone();
-        self.cache
-            .try_get_with((tenant, user, session), async move {
-                load(&door, tenant, user, session)
-                    .await
-                    .map(|g| g.map(Arc::new))
-            })
-            .await
-            .map_err(|e| match &*e {
-                AppError::Unavailable(m) => AppError::Unavailable(m.clone()),
-                other => AppError::Internal(anyhow::anyhow!("loading grants: {other}")),
-            })
+        let key = (tenant, user, session);
+        // Twice at most: a stale slot is dropped and read again; if the user is forgotten once
+        // more meanwhile, the fresh read is answered uncached.
+        for _ in 0..2 {
+            let epoch = AtomicU64::load(&self.epoch, Ordering::SeqCst);
+            let door = self.door.clone();
+            let slot = self
+                .cache
+                .try_get_with(key, async move {
+                    let grants = load(&door, tenant, user, session).await?;
+                    Ok::<_, AppError>(Slot {
+                        grants: grants.map(Arc::new),
+                        epoch,
+                        loaded: Instant::now(),
+                    })
+                })
+                .await
+                .map_err(|e| match &*e {
+                    AppError::Unavailable(m) => AppError::Unavailable(m.clone()),
+                    other => AppError::Internal(anyhow::anyhow!("loading grants: {other}")),
+                })?;
+            let mark = AtomicU64::load(&self.cleared, Ordering::SeqCst)
+                .max(self.forgotten.get(&(tenant, user)).unwrap_or(0));
+            if slot.epoch >= mark && self.listening.trusts(slot.loaded) {
+                return Ok(slot.grants);
+            }
+            self.cache.invalidate(&key).await;
+        }
+        Ok(load(&self.door, tenant, user, session).await?.map(Arc::new))
     }
 
-    /// Drops every cached entry for a user (after logout, role changes).
-    pub async fn forget_user(&self, tenant: TenantId, user: UserId) {
-        if let Err(e) = self
-            .cache
-            .invalidate_entries_if(move |k, _| k.0 == tenant && k.1 == user)
-        {
-            // Not expected (invalidation closures are enabled); the TTL still bounds the damage.
-            tracing::error!(error = %e, "could not invalidate cached grants");
+    /// Stops serving what this process knows about a user's access (after logout, a revoked
+    /// session, role changes), including lookups still in flight.
+    pub fn forget_user(&self, tenant: TenantId, user: UserId) {
+        if self.forgotten.entry_count() >= MAX_MARKS {
+            // More forgets within one entry life than is worth remembering one by one.
+            self.clear();
+            return;
         }
-        self.cache.run_pending_tasks().await;
+        let epoch = self.epoch.fetch_add(1, Ordering::SeqCst) + 1;
+        self.forgotten.insert((tenant, user), epoch);
+    }
+
+    /// Stops serving anything cached so far (the listener reconnected: changes may have been
+    /// missed).
+    pub fn clear(&self) {
+        let epoch = self.epoch.fetch_add(1, Ordering::SeqCst) + 1;
+        self.cleared.store(epoch, Ordering::SeqCst);
+        self.cache.invalidate_all();
     }
 }
 

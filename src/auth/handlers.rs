@@ -495,7 +495,7 @@ pub async fn refresh_tokens(
         Err((e, revoked_user)) => {
             // The session is gone: access tokens of it must stop working now, not at cache expiry.
             if let Some(user) = revoked_user {
-                state.grants.forget_user(tenant_id, user).await;
+                state.grants.forget_user(tenant_id, user);
             }
             if let AppError::RefreshTokenReused = e {
                 tracing::warn!(tenant.id = %tenant_id, "refresh token reuse detected; session revoked");
@@ -537,7 +537,7 @@ pub async fn logout(state: web::Data<AppState>, principal: Principal) -> AppResu
             .scope_boxed()
         })
         .await?;
-    state.grants.forget_user(principal.tenant_id(), user).await;
+    state.grants.forget_user(principal.tenant_id(), user);
     Ok(HttpResponse::NoContent().finish())
 }
 

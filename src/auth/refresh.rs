@@ -16,7 +16,7 @@ use uuid::Uuid;
 use crate::db::schema::refresh_tokens;
 use crate::error::AppResult;
 use crate::ids::{SessionId, TenantId, UserId};
-use crate::tenancy::TenantTx;
+use crate::tenancy::{TenantTx, invalidation};
 
 const PREFIX: &str = "trt_";
 /// Bytes behind the prefix: the tenant id (16) and 32 random bytes.
@@ -132,16 +132,25 @@ pub async fn consume(tx: &mut TenantTx<'_>, token: &str) -> AppResult<Rotation> 
     }
 }
 
-/// Revokes every token of a session.
+/// Revokes every token of a session, and announces it (at commit) to every process's grants
+/// cache, so the session's access tokens stop working everywhere on their next request.
 pub async fn revoke_family(tx: &mut TenantTx<'_>, family: SessionId) -> AppResult<usize> {
     let tenant = tx.tenant_id();
-    Ok(diesel::update(refresh_tokens::table)
+    let mut users: Vec<Uuid> = diesel::update(refresh_tokens::table)
         .filter(refresh_tokens::tenant_id.eq(tenant))
         .filter(refresh_tokens::family_id.eq(family))
         .filter(refresh_tokens::revoked_at.is_null())
         .set(refresh_tokens::revoked_at.eq(Utc::now()))
-        .execute(tx.conn())
-        .await?)
+        .returning(refresh_tokens::user_id)
+        .get_results(tx.conn())
+        .await?;
+    let revoked = users.len();
+    users.sort();
+    users.dedup();
+    for user in users {
+        invalidation::notify_access(tx.conn(), tenant, UserId(user)).await?;
+    }
+    Ok(revoked)
 }
 
 #[cfg(test)]

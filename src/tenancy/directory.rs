@@ -4,19 +4,21 @@
 //! context exists, and the app role sees no `tenants` row but its own.
 //!
 //! Entries live `tenancy.cache_secs`, but a change to any tenant reaches every process at once
-//! through [`super::invalidation`], which calls [`Directory::clear`]. Each entry remembers the
+//! through [`super::invalidation`], which calls [`Directory::clear`] (and while its listener is
+//! not connected, no entry older than [`super::invalidation::UNHEARD_MAX_AGE`] is served). Each entry remembers the
 //! directory's epoch from before its query ran; an entry older than the latest clear is never
 //! served, so a lookup that raced a change (read the old row, finished after the notification)
 //! cannot put a stale tenant back.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use diesel_async::scoped_futures::ScopedFutureExt;
 use moka::future::Cache;
 
 use super::door::PlatformDoor;
+use super::invalidation::Listening;
 use super::model::{self, Tenant};
 use crate::error::{AppError, AppResult};
 use crate::ids::TenantId;
@@ -26,6 +28,7 @@ use crate::ids::TenantId;
 struct Slot {
     tenant: Option<Arc<Tenant>>,
     epoch: u64,
+    loaded: Instant,
 }
 
 /// Cached tenant lookups.
@@ -35,6 +38,7 @@ pub struct Directory {
     by_slug: Cache<String, Slot>,
     by_id: Cache<TenantId, Slot>,
     epoch: Arc<AtomicU64>,
+    listening: Listening,
 }
 
 /// Which key a lookup uses.
@@ -44,8 +48,8 @@ enum Key {
 }
 
 impl Directory {
-    /// A directory whose entries live `ttl`.
-    pub fn new(door: PlatformDoor, ttl: Duration) -> Self {
+    /// A directory whose entries live `ttl` (while `listening`; see [`Listening`]).
+    pub fn new(door: PlatformDoor, ttl: Duration, listening: Listening) -> Self {
         Self {
             door,
             by_slug: Cache::builder()
@@ -57,6 +61,7 @@ impl Directory {
                 .time_to_live(ttl)
                 .build(),
             epoch: Arc::new(AtomicU64::new(0)),
+            listening,
         }
     }
 
@@ -105,7 +110,8 @@ impl Directory {
                 }
             }
             .map_err(unwrap_shared)?;
-            if slot.epoch == self.epoch.load(Ordering::SeqCst) {
+            if slot.epoch == self.epoch.load(Ordering::SeqCst) && self.listening.trusts(slot.loaded)
+            {
                 return Ok(slot.tenant);
             }
             match &key {
@@ -133,6 +139,7 @@ async fn load(door: PlatformDoor, epoch: u64, key: Key) -> AppResult<Slot> {
     Ok(Slot {
         tenant: tenant.map(Arc::new),
         epoch,
+        loaded: Instant::now(),
     })
 }
 
