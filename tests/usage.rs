@@ -324,6 +324,36 @@ async fn the_monthly_request_quota_answers_402() {
     get(&app, &b, "/v1/me").await;
 }
 
+/// Between re-reads of the stored month total (at most once a minute per tenant), a flush adds
+/// what it wrote itself: the requests it flushed still count against the monthly quota.
+#[actix_web::test]
+async fn requests_flushed_between_rereads_still_count_against_the_month() {
+    let app = TestApp::spawn().await;
+    let a = app.signup().await;
+    app.set_overrides(&a, json!({"api_requests_per_month": 4}), json!({}))
+        .await;
+    for _ in 0..2 {
+        get(&app, &a, "/v1/me").await;
+    }
+    // The first flush re-reads the stored total (2); the second, within the minute, does not.
+    app.state.metering.flush().await.unwrap();
+    for _ in 0..2 {
+        get(&app, &a, "/v1/me").await;
+    }
+    app.state.metering.flush().await.unwrap();
+    assert_eq!(stored_requests(&app.db, &a).await, 4);
+    let p = expect_problem(
+        app.as_tenant(&a, Method::GET, "/v1/me")
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::PAYMENT_REQUIRED,
+        "quota_exceeded",
+    )
+    .await;
+    assert_eq!(p["used"], 4);
+}
+
 #[actix_web::test]
 async fn tenant_view_and_the_narrow_self_service_patch() {
     let app = TestApp::spawn().await;
